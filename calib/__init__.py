@@ -1,0 +1,1 @@
+"""The per-distance teacher-vs-LiDAR depth bias look-up table (fit, apply, plot)."""

@@ -1,0 +1,1 @@
+"""Teacher label generation from KITTI raw logs (stages, HDF5 shards, dask execution)."""

@@ -1,0 +1,1 @@
+"""The depth + segmentation student: network, losses, metrics, training, export, benchmarks."""

@@ -1,0 +1,139 @@
+"""Size, cost and speed of the student variants: the rows behind `edgedepth student summary`,
+the demo and `benchmarks/student_speed.py`."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+
+import torch
+
+from student.model import VARIANTS, build_student, count_macs, count_parameters, output_size
+
+DEFAULT_SIZES = ((320, 480), (320, 1056))
+"""(height, width) inputs of the paper: Table VI (edge) and the training size."""
+
+
+@dataclass(frozen=True)
+class VariantRow:
+    """One variant at one input size; latency only when measured."""
+
+    variant: str
+    input_size: tuple[int, int]
+    output_size: tuple[int, int]
+    parameters: int
+    macs: int
+    latency_ms: float | None = None
+
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def measure_latency(
+    model: torch.nn.Module, size: tuple[int, int], device: str = "cpu", repeats: int = 20, warmup: int = 3
+) -> float:
+    """Median wall time in milliseconds of one inference pass (batch 1, eager, after warm-up)."""
+    model = model.to(device).eval()
+    x = torch.rand(1, 3, *size, device=device)
+    times = []
+    with torch.inference_mode():
+        for i in range(warmup + repeats):
+            if device.startswith("cuda"):
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            model(x)
+            if device.startswith("cuda"):
+                torch.cuda.synchronize()
+            if i >= warmup:
+                times.append((time.perf_counter() - start) * 1000.0)
+    return statistics.median(times)
+
+
+def summarize_variants(
+    variants: Iterable[str] = VARIANTS,
+    sizes: Sequence[tuple[int, int]] = DEFAULT_SIZES,
+    num_classes: int = 19,
+    seg: bool = True,
+    latency: bool = False,
+    device: str = "cpu",
+    repeats: int = 20,
+    warmup: int = 3,
+) -> list[VariantRow]:
+    """Parameters, multiply-adds, output size (and optionally latency) for each variant and size."""
+    rows = []
+    for variant in variants:
+        model = build_student(variant, num_classes=num_classes, seg=seg, return_classes=seg)
+        params = count_parameters(model)
+        for size in sizes:
+            ms = measure_latency(model, size, device, repeats, warmup) if latency else None
+            rows.append(
+                VariantRow(
+                    variant, tuple(size), output_size(variant, *size), params, count_macs(model, size), ms
+                )
+            )
+    return rows
+
+
+def format_table(rows: Sequence[VariantRow]) -> str:
+    """A fixed-width text table; sizes are written W x H as in the paper."""
+    with_latency = any(r.latency_ms is not None for r in rows)
+    header = f"{'variant':<8}{'input':>11}{'output':>10}{'params (M)':>12}{'MACs (G)':>10}"
+    header += f"{'latency (ms)':>14}" if with_latency else ""
+    lines = [header, "-" * len(header)]
+    for r in rows:
+        line = (
+            f"{r.variant:<8}{_wxh(r.input_size):>11}{_wxh(r.output_size):>10}"
+            f"{r.parameters / 1e6:>12.3f}{r.macs / 1e9:>10.3f}"
+        )
+        if with_latency:
+            line += f"{r.latency_ms:>14.1f}" if r.latency_ms is not None else f"{'-':>14}"
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def _wxh(size: tuple[int, int]) -> str:
+    return f"{size[1]}x{size[0]}"
+
+
+def resolve_device(name: str) -> str:
+    """``auto`` -> ``cuda`` when available else ``cpu``; ``cuda`` without a GPU is a clear error."""
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} requested but no CUDA device is available (CPU-only machine?)")
+    return name
+
+
+def plot_latency(rows: Sequence[VariantRow], path: str, title: str = "student latency") -> None:
+    """Bar chart of latency per variant and input size, with MACs annotated, written as PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sizes = sorted({r.input_size for r in rows})
+    variants = list(dict.fromkeys(r.variant for r in rows))
+    fig, ax = plt.subplots(figsize=(7, 4))
+    width = 0.8 / len(sizes)
+    for k, size in enumerate(sizes):
+        picked = [next(r for r in rows if r.variant == v and r.input_size == size) for v in variants]
+        xs = [i + k * width for i in range(len(variants))]
+        bars = ax.bar(xs, [r.latency_ms or 0.0 for r in picked], width, label=f"input {_wxh(size)}")
+        for bar, r in zip(bars, picked, strict=True):
+            ax.annotate(
+                f"{r.macs / 1e9:.2f} G",
+                (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                ha="center",
+                va="bottom",
+                fontsize=8,
+            )
+    ax.set_xticks([i + width * (len(sizes) - 1) / 2 for i in range(len(variants))], variants)
+    ax.set_xlabel("student variant (labels: multiply-adds)")
+    ax.set_ylabel("median latency (ms, batch 1)")
+    ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -1,0 +1,287 @@
+"""The 0.32 M-parameter depth + segmentation student (paper Sec. III-B, Fig. 3).
+
+Encoder: torchvision's MobileNetV2 at width 0.35, stem convolution and the 17 inverted-residual
+blocks (the 1280-channel convolution and the classifier are dropped). Decoder: blocks D1..D4; each
+concatenates the incoming map with the encoder skip at the same stride, pixel-shuffles x2 (no
+multiply-adds) and refines with inverted-residual bottlenecks; every block has a 1x1 depth head
+(G-space, see ``student.losses.g_transform``) and a 1x1 segmentation head.
+
+Decoder choice (widths 24, 24, 24, 16; bottlenecks 2, 2, 3, 4; expansion 6). After the shuffle a
+block has few channels, so its first bottleneck widens it; the widths stay small because parameters
+grow with width squared and the paper's budget leaves about 0.07 M parameters for the decoder,
+while the bottleneck counts grow towards the fine blocks, where a bottleneck costs few parameters
+and the multiply-adds buy spatial detail. The result, 0.320 M parameters and 2.00 G multiply-adds at
+1056x320, matches the paper's 0.32 M and 2.1 G; the tests pin both.
+
+D1's incoming map *is* the last stride-32 encoder map (block 17), so D1 has no separate skip; D2, D3
+and D4 take encoder blocks 13 (stride 16, 32 ch), 6 (stride 8, 16 ch) and 3 (stride 4, 8 ch).
+
+State-dict keys (stable; documented in docs/model.md):
+    encoder.features.{0..17}.*            torchvision MobileNetV2 layout
+    decoder.{i}.bottlenecks.{j}.conv.*    i = 0..3 for D1..D4
+    decoder.{i}.depth_head.{weight,bias}
+    decoder.{i}.seg_head.{weight,bias}    only when the model has the segmentation head
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import NamedTuple
+
+import torch
+from torch import Tensor, nn
+from torch.utils.flop_counter import FlopCounterMode
+from torchvision.models.mobilenetv2 import InvertedResidual, mobilenet_v2
+
+from student.checkpoint import load_state_dict_file
+from student.losses import g_inverse
+
+VARIANTS: dict[str, int] = {"L": 4, "M": 3, "S": 2, "XS": 1}
+"""Variant name -> number of decoder blocks kept."""
+
+ENCODER_WIDTH = 0.35
+ENCODER_BLOCKS = 18  # stem + 17 inverted residuals: torchvision's features[0:18]
+ENCODER_TAPS = (3, 6, 13, 17)  # last encoder block at strides 4, 8, 16, 32
+DECODER_WIDTHS = (24, 24, 24, 16)
+DECODER_BOTTLENECKS = (2, 2, 3, 4)
+EXPAND_RATIO = 6
+STRIDE = 32  # total encoder stride: inputs must be multiples of it
+
+
+class BlockOutput(NamedTuple):
+    """One decoder block's training outputs: depth in G-space (N,1,h,w), logits (N,C,h,w) or None."""
+
+    depth: Tensor
+    seg: Tensor | None
+
+
+class MobileNetV2Encoder(nn.Module):
+    """MobileNetV2 (width 0.35) up to block 17; returns the maps at strides 4, 8, 16 and 32."""
+
+    def __init__(self, width_mult: float = ENCODER_WIDTH) -> None:
+        super().__init__()
+        self.features = mobilenet_v2(weights=None, width_mult=width_mult).features[:ENCODER_BLOCKS]
+        self.out_channels = tuple(self.features[i].out_channels for i in ENCODER_TAPS)
+
+    def forward(self, x: Tensor) -> list[Tensor]:
+        taps = []
+        for index, layer in enumerate(self.features):
+            x = layer(x)
+            if index in ENCODER_TAPS:
+                taps.append(x)
+        return taps
+
+
+class DecoderBlock(nn.Module):
+    """Concatenate with the skip, pixel-shuffle x2, refine with bottlenecks; depth and seg heads."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        skip_channels: int,
+        out_channels: int,
+        num_bottlenecks: int,
+        num_classes: int | None,
+        expand_ratio: int = EXPAND_RATIO,
+    ) -> None:
+        super().__init__()
+        concat = in_channels + skip_channels
+        if concat % 4:
+            raise ValueError(f"pixel shuffle x2 needs a multiple of 4 channels, got {concat}")
+        self.shuffle = nn.PixelShuffle(2)
+        widths = [concat // 4] + [out_channels] * num_bottlenecks
+        self.bottlenecks = nn.Sequential(
+            *(
+                InvertedResidual(cin, cout, 1, expand_ratio)
+                for cin, cout in zip(widths[:-1], widths[1:], strict=True)
+            )
+        )
+        self.depth_head = nn.Conv2d(out_channels, 1, kernel_size=1)
+        self.seg_head = nn.Conv2d(out_channels, num_classes, kernel_size=1) if num_classes else None
+
+    def forward(self, x: Tensor, skip: Tensor | None = None) -> Tensor:
+        if skip is not None:
+            x = torch.cat([x, skip], dim=1)
+        return self.bottlenecks(self.shuffle(x))
+
+
+class DepthSegStudent(nn.Module):
+    """MobileNetV2 encoder + ``num_blocks`` detachable decoder blocks.
+
+    In training mode ``forward`` returns a tuple of :class:`BlockOutput`, one per kept block, coarse
+    to fine. In eval mode it returns the last block's depth in metres (N,1,h,w), or
+    ``(depth, classes)`` with ``classes`` (N,h,w) int64 when ``return_classes`` is set.
+    """
+
+    def __init__(
+        self, num_blocks: int = 4, num_classes: int = 19, seg: bool = True, return_classes: bool = False
+    ) -> None:
+        super().__init__()
+        if not 1 <= num_blocks <= len(DECODER_WIDTHS):
+            raise ValueError(f"num_blocks must be 1..{len(DECODER_WIDTHS)}, got {num_blocks}")
+        if return_classes and not seg:
+            raise ValueError("return_classes needs the segmentation head (seg=True)")
+        self.num_blocks = num_blocks
+        self.num_classes = num_classes if seg else 0
+        self.return_classes = return_classes
+        self.encoder = MobileNetV2Encoder()
+        skips = (0,) + self.encoder.out_channels[2::-1]  # D1 none, D2 stride 16, D3 stride 8, D4 stride 4
+        in_channels = (self.encoder.out_channels[3],) + DECODER_WIDTHS[:-1]
+        self.decoder = nn.ModuleList(
+            DecoderBlock(cin, skip, cout, n, self.num_classes)
+            for cin, skip, cout, n in zip(
+                in_channels[:num_blocks], skips, DECODER_WIDTHS, DECODER_BOTTLENECKS, strict=False
+            )
+        )
+
+    def _decode(self, x: Tensor) -> list[Tensor]:
+        check_input_size(x.shape[-2], x.shape[-1])
+        taps = self.encoder(x)
+        skips = [None, taps[2], taps[1], taps[0]]
+        features, y = [], taps[3]
+        for block, skip in zip(self.decoder, skips, strict=False):
+            y = block(y, skip)
+            features.append(y)
+        return features
+
+    def forward(self, x: Tensor) -> tuple[BlockOutput, ...] | Tensor | tuple[Tensor, Tensor]:
+        if self.training:
+            return self.forward_blocks(x)
+        return self.predict(x)
+
+    def forward_blocks(self, x: Tensor) -> tuple[BlockOutput, ...]:
+        """Every kept block's G-space depth and segmentation logits (what the loss consumes)."""
+        return tuple(
+            BlockOutput(block.depth_head(y), block.seg_head(y) if block.seg_head is not None else None)
+            for block, y in zip(self.decoder, self._decode(x), strict=True)
+        )
+
+    def predict(self, x: Tensor) -> Tensor | tuple[Tensor, Tensor]:
+        """The last block's metric depth, and its class map when ``return_classes`` is set."""
+        last_block, y = self.decoder[-1], self._decode(x)[-1]
+        depth = g_inverse(last_block.depth_head(y))
+        if not self.return_classes:
+            return depth
+        return depth, last_block.seg_head(y).argmax(dim=1)
+
+
+def check_input_size(height: int, width: int) -> None:
+    """Raise ValueError unless both sides are positive multiples of the encoder stride (32)."""
+    for name, size in (("height", int(height)), ("width", int(width))):
+        if size <= 0 or size % STRIDE:
+            lower = max(STRIDE, size // STRIDE * STRIDE)
+            nearest = f"{lower} or {lower + STRIDE}" if lower < size else f"{lower}"
+            raise ValueError(
+                f"input {name} {size} is not a multiple of {STRIDE}; nearest valid {name}s: {nearest}"
+            )
+
+
+def output_size(variant: str, height: int, width: int) -> tuple[int, int]:
+    """(height, width) of a variant's output for an input of ``height`` x ``width``."""
+    check_input_size(height, width)
+    factor = 2 ** (5 - _num_blocks(variant))
+    return height // factor, width // factor
+
+
+def _num_blocks(variant: str) -> int:
+    try:
+        return VARIANTS[variant.upper()]
+    except KeyError:
+        raise ValueError(f"unknown variant {variant!r}; choose one of {', '.join(VARIANTS)}") from None
+
+
+def build_student(
+    variant: str = "L",
+    num_classes: int = 19,
+    seg: bool = True,
+    encoder_weights: str | Path | None = None,
+    return_classes: bool = False,
+) -> DepthSegStudent:
+    """Build a student variant (L, M, S, XS keep 4, 3, 2, 1 decoder blocks), randomly initialised.
+
+    ``encoder_weights`` is an optional torchvision-layout MobileNetV2 (width 0.35) checkpoint file;
+    nothing is ever downloaded.
+    """
+    model = DepthSegStudent(_num_blocks(variant), num_classes, seg, return_classes)
+    if encoder_weights is not None:
+        load_encoder_weights(model, encoder_weights)
+    return model
+
+
+def load_encoder_weights(model: DepthSegStudent, path: str | Path) -> None:
+    """Load a torchvision MobileNetV2 (width 0.35) state dict into the encoder.
+
+    Keys ``features.18.*`` and ``classifier.*`` (the parts the student drops) are ignored; every
+    other encoder key must be present with the expected shape.
+    """
+    state = load_state_dict_file(path)
+    wanted = model.encoder.state_dict()
+    picked = {k: v for k, v in state.items() if k in wanted}
+    missing = sorted(set(wanted) - set(picked))
+    if missing:
+        raise ValueError(
+            f"{path}: not a torchvision MobileNetV2 checkpoint: {len(missing)} encoder keys missing "
+            f"(first: {missing[0]})"
+        )
+    _check_shapes(path, picked, wanted, hint="is it a width_mult=0.35 checkpoint?")
+    model.encoder.load_state_dict(picked, strict=True)
+
+
+def load_student_weights(model: DepthSegStudent, source: str | Path | Mapping[str, Tensor]) -> None:
+    """Load student weights from a state dict or a checkpoint file, strictly.
+
+    A checkpoint of a larger variant loads into a smaller one (its decoder blocks beyond the kept
+    ones, and the segmentation heads when the model has none, are dropped); every key the model
+    needs must be present with the right shape.
+    """
+    state = load_state_dict_file(source) if isinstance(source, str | Path) else dict(source)
+    wanted = model.state_dict()
+    picked = {k: v for k, v in state.items() if k in wanted}
+    missing = sorted(set(wanted) - set(picked))
+    if missing:
+        raise ValueError(
+            f"{source if isinstance(source, str | Path) else 'state dict'}: "
+            f"{len(missing)} keys missing (first: {missing[0]})"
+        )
+    _check_shapes(source, picked, wanted, hint="was it trained with another number of classes?")
+    model.load_state_dict(picked, strict=True)
+
+
+def _check_shapes(
+    source: object, given: Mapping[str, Tensor], wanted: Mapping[str, Tensor], hint: str
+) -> None:
+    for key, tensor in given.items():
+        if tuple(tensor.shape) != tuple(wanted[key].shape):
+            name = source if isinstance(source, str | Path) else "state dict"
+            raise ValueError(
+                f"{name}: {key} has shape {tuple(tensor.shape)}, expected {tuple(wanted[key].shape)}; {hint}"
+            )
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of trainable parameters."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def count_macs(model: nn.Module, size: tuple[int, int]) -> int:
+    """Multiply-adds of one inference pass on one ``size`` = (height, width) image.
+
+    Counted with ``torch.utils.flop_counter`` (convolutions and matrix products; one multiply-add =
+    two FLOPs; batch norm, activations and additions are not counted). A multi-task model is counted
+    with its class map, i.e. both heads of the last block.
+    """
+    height, width = size
+    was_training, returned_classes = model.training, getattr(model, "return_classes", False)
+    device = next(model.parameters()).device
+    try:
+        model.eval()
+        if isinstance(model, DepthSegStudent):
+            model.return_classes = model.num_classes > 0
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            model(torch.zeros(1, 3, height, width, device=device))
+    finally:
+        model.train(was_training)
+        if isinstance(model, DepthSegStudent):
+            model.return_classes = returned_classes
+    return counter.get_total_flops() // 2

@@ -1,0 +1,45 @@
+"""The variant summary behind `student summary`, the demo and the speed benchmark."""
+
+from __future__ import annotations
+
+import pytest
+
+from student.bench import VariantRow, format_table, plot_latency, resolve_device, summarize_variants
+from student.model import build_student, count_macs
+
+
+def test_rows_match_the_model_functions():
+    rows = summarize_variants(["XS", "S"], [(64, 96)])
+    assert [(r.variant, r.input_size, r.output_size) for r in rows] == [
+        ("XS", (64, 96), (4, 6)),
+        ("S", (64, 96), (8, 12)),
+    ]
+    assert rows[0].macs == count_macs(build_student("XS", return_classes=True), (64, 96))
+    assert rows[0].parameters == 270_508 and rows[0].latency_ms is None
+
+
+def test_table_writes_sizes_as_width_x_height_and_adds_latency_only_when_measured():
+    row = VariantRow("M", (320, 480), (80, 120), 305_204, 383_282_400)
+    plain = format_table([row]).splitlines()
+    assert plain[2].split() == ["M", "480x320", "120x80", "0.305", "0.383"]
+    timed = format_table([VariantRow("M", (320, 480), (80, 120), 305_204, 383_282_400, 12.34)])
+    assert timed.splitlines()[0].split()[-2:] == ["latency", "(ms)"]
+    assert timed.splitlines()[2].split()[-1] == "12.3"
+
+
+def test_latency_chart_is_a_png(tmp_path):
+    rows = summarize_variants(["XS"], [(32, 32), (64, 64)], latency=True, repeats=1, warmup=0)
+    assert all(r.latency_ms > 0 for r in rows)
+    path = tmp_path / "speed.png"
+    plot_latency(rows, str(path))
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 5000
+
+
+def test_resolve_device(monkeypatch):
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    assert resolve_device("auto") == "cpu"
+    assert resolve_device("cpu") == "cpu"
+    with pytest.raises(ValueError, match="'cuda:1' requested but no CUDA device is available"):
+        resolve_device("cuda:1")
+    monkeypatch.setattr("torch.cuda.is_available", lambda: True)
+    assert resolve_device("auto") == "cuda"

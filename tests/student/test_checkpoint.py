@@ -1,0 +1,55 @@
+"""Checkpoint files load safely: plain tensors only, never arbitrary pickled objects."""
+
+from __future__ import annotations
+
+import pickle
+
+import pytest
+import torch
+
+from student.checkpoint import load_state_dict_file
+
+
+class Payload:
+    """Not a tensor: a checkpoint holding this must never be unpickled."""
+
+
+@pytest.mark.parametrize("nest", [None, "state_dict", "model", "model_state"])
+def test_plain_and_nested_state_dicts_load_with_prefix_removed(tmp_path, nest):
+    state = {"module.a.weight": torch.arange(3.0), "b": torch.ones(2)}
+    path = tmp_path / "ckpt.pt"
+    torch.save(state if nest is None else {nest: state, "epoch": 3}, path)
+    loaded = load_state_dict_file(path)
+    assert list(loaded) == ["a.weight", "b"]
+    torch.testing.assert_close(loaded["a.weight"], torch.arange(3.0))
+
+
+def test_object_checkpoint_is_refused_without_unpickling(tmp_path):
+    path = tmp_path / "evil.pt"
+    torch.save({"weights": Payload()}, path)
+    with pytest.raises(ValueError, match=r"evil\.pt: refused to load: it holds the Python object .*Payload"):
+        load_state_dict_file(path)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (pickle.dumps([1, 2]), "refused to load: its content is not a plain tensor checkpoint"),
+        (b"", r"not a readable PyTorch checkpoint \(empty or truncated file\)"),
+    ],
+)
+def test_unreadable_files_get_one_line_errors(tmp_path, content, message):
+    path = tmp_path / "bad.pt"
+    path.write_bytes(content)
+    with pytest.raises(ValueError, match=message) as info:
+        load_state_dict_file(path)
+    assert str(info.value).startswith(str(path)) and "\n" not in str(info.value)
+
+
+def test_non_state_dict_and_missing_file(tmp_path):
+    path = tmp_path / "list.pt"
+    torch.save([torch.zeros(1)], path)
+    with pytest.raises(ValueError, match=r"list\.pt: does not hold a state dict"):
+        load_state_dict_file(path)
+    with pytest.raises(FileNotFoundError, match=r"nope\.pt: checkpoint file not found"):
+        load_state_dict_file(tmp_path / "nope.pt")
