@@ -27,8 +27,11 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
+# The real KITTI frame beside the repository, when it is there (else the demo makes synthetic data).
+SAMPLE := $(wildcard $(abspath ..)/shared/data/kitti_raw_sample)
+
 demo: $(STAMP)  ## the main job on the embedded default data
-	$(BIN)/edgedepth demo
+	EDGEDEPTH_KITTI_SAMPLE=$${EDGEDEPTH_KITTI_SAMPLE:-$(SAMPLE)} $(BIN)/edgedepth demo
 
 bench: $(STAMP)  ## student speed table (CPU unless --device cuda)
 	$(BIN)/python benchmarks/student_speed.py

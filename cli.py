@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 from typing import Any
 
 import click
@@ -62,6 +63,116 @@ def main() -> None:
 @main.group(short_help="Teacher labels from KITTI logs.")
 def labelgen() -> None:
     """Teacher labels from KITTI raw logs: plan shards, run teachers on dask, inspect HDF5 shards."""
+
+
+@labelgen.command("plan")
+@click.option("--kitti-root", required=True, type=click.Path(path_type=Path), help="KITTI raw root folder.")
+@click.option("--out", "labels_dir", required=True, type=click.Path(path_type=Path), help="Label folder.")
+@click.option("--split-file", type=click.Path(path_type=Path), help="monodepth2-style split file.")
+@click.option("--drives", multiple=True, help="Drive folder names, e.g. 2011_09_26_drive_0001_sync.")
+@click.option("--shard-size", default=64, show_default=True, help="Frames per shard at most.")
+@click.option("--overwrite", is_flag=True, help="Replace a different existing plan.")
+@_friendly_errors
+def labelgen_plan(kitti_root, labels_dir, split_file, drives, shard_size, overwrite) -> None:
+    """Select frames and partition them into shards: writes LABELS/plan.json."""
+    from labelgen.plan import plan_shards, write_plan
+
+    if split_file and drives:
+        raise InputError("give --split-file or --drives, not both")
+    plan = plan_shards(kitti_root, drives=drives or None, split_file=split_file, shard_size=shard_size)
+    path = write_plan(plan, labels_dir, overwrite=overwrite)
+    click.echo(f"{path}: {len(plan.frame_ids)} frames in {len(plan.shards)} shards, plan {plan.plan_id[:12]}")
+    for date, reason in plan.calibration_errors.items():
+        click.echo(f"warning: {date}: {reason} (its frames will be reported as failed)", err=True)
+
+
+@labelgen.command("run")
+@click.argument("labels_dir", type=click.Path(path_type=Path))
+@click.option("--stages", default="images,lidar,sgbm", show_default=True, help="Comma-separated stages.")
+@click.option("--workers", type=int, help="Local workers (default: one per core, or per GPU with cuda).")
+@click.option("--scheduler", help="Address of an existing dask scheduler, e.g. tcp://host:8786.")
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda or auto (for teacher models).")
+@click.option("--batch-size", default=1, show_default=True, help="Frames per teacher forward pass.")
+@click.option("--overwrite", is_flag=True, help="Redo shards that are already complete.")
+@click.option(
+    "--image-size",
+    "image_size",
+    callback=_parse_size,
+    multiple=True,
+    metavar="WxH",
+    help="images stage: resize the stored left image.",
+)
+@click.option("--lidar-cams", default="2", show_default=True, help="lidar stage: cameras, e.g. 2,3.")
+@click.option(
+    "--lidar-depth",
+    type=click.Choice(["z", "x"]),
+    default="z",
+    show_default=True,
+    help="lidar stage: camera z, or LiDAR forward x as the public eval scripts.",
+)
+@click.option(
+    "--lr-check",
+    type=float,
+    default=1.0,
+    show_default=True,
+    help="sgbm stage: left-right consistency threshold in px (0 disables).",
+)
+@click.option("--num-disparities", type=int, default=192, show_default=True, help="sgbm stage.")
+@click.option("--progress/--no-progress", default=True, help="Show progress bars.")
+@_friendly_errors
+def labelgen_run(
+    labels_dir,
+    stages,
+    workers,
+    scheduler,
+    device,
+    batch_size,
+    overwrite,
+    image_size,
+    lidar_cams,
+    lidar_depth,
+    lr_check,
+    num_disparities,
+    progress,
+) -> None:
+    """Run label stages over every shard of the plan (resumes: complete shards are skipped)."""
+    from labelgen.run import format_reports, run_stages
+    from student.bench import resolve_device
+
+    names = [s.strip() for s in stages.split(",") if s.strip()]
+    options = {
+        "images": {"resize": image_size[0]} if image_size else {},
+        "lidar": {"cams": [int(c) for c in lidar_cams.split(",")], "depth": lidar_depth},
+        "sgbm": {"num_disparities": num_disparities, "lr_check": lr_check or None},
+    }
+    reports = run_stages(
+        labels_dir,
+        names,
+        workers=workers,
+        scheduler=scheduler,
+        device=resolve_device(device),
+        batch_size=batch_size,
+        overwrite=overwrite,
+        stage_options=options,
+        progress=progress,
+    )
+    click.echo(format_reports(reports))
+    if any(r.shards_failed for r in reports):
+        raise SystemExit(1)
+
+
+@labelgen.command("inspect")
+@click.argument("labels_dir", type=click.Path(path_type=Path))
+@click.option("--png", "png_dir", type=click.Path(path_type=Path), help="Write PNG previews here.")
+@_friendly_errors
+def labelgen_inspect(labels_dir, png_dir) -> None:
+    """Completeness and value ranges per stage; PNG previews of the first frames."""
+    from labelgen.inspect import inspect_labels, write_previews
+
+    click.echo(inspect_labels(labels_dir))
+    if png_dir:
+        for path in write_previews(labels_dir, png_dir):
+            click.echo(f"wrote {path}")
 
 
 @main.group(short_help="Teacher-vs-LiDAR depth bias table.")
@@ -122,14 +233,29 @@ def student_summary(variants, sizes, num_classes, no_seg, latency, device, repea
 
 
 @main.command(short_help="Run the pipeline on the embedded sample data.")
+@click.option(
+    "--out",
+    "out_dir",
+    default="demo_out",
+    show_default=True,
+    type=click.Path(path_type=Path),
+    help="Where labels, previews and the report go.",
+)
+@click.option(
+    "--kitti-root",
+    type=click.Path(path_type=Path),
+    help="KITTI raw data to use (default: $EDGEDEPTH_KITTI_SAMPLE, else a synthetic tree).",
+)
+@click.option("--workers", default=2, show_default=True, help="Local dask workers.")
 @_friendly_errors
-def demo() -> None:
-    """Run the pipeline on the embedded sample data (for now: the student's summary table)."""
-    from student.bench import DEFAULT_SIZES, format_table, summarize_variants
+def demo(out_dir, kitti_root, workers) -> None:
+    """Run the pipeline on a small data set: labels, inspection, previews, student summary."""
+    from student.demo import run_demo
 
-    click.echo("edgedepth student variants (multi-task: depth + 19 Cityscapes classes)\n")
-    click.echo(format_table(summarize_variants(VARIANT_NAMES, DEFAULT_SIZES)))
-    click.echo("\nMACs: multiply-adds of one inference pass (torch.utils.flop_counter, convolutions only).")
+    report = run_demo(out_dir, kitti_root, workers)
+    (out_dir / "report.txt").write_text(report + "\n")
+    click.echo(report)
+    click.echo(f"\nreport: {out_dir / 'report.txt'}")
 
 
 if __name__ == "__main__":

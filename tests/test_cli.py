@@ -92,9 +92,20 @@ def test_cuda_request_without_gpu_is_explained(monkeypatch):
     assert "no CUDA device is available" in result.output
 
 
-def test_demo_prints_every_variant_at_both_paper_sizes():
-    result = CliRunner().invoke(cli.main, ["demo"])
+def test_demo_runs_the_pipeline_and_prints_every_variant(tmp_path, monkeypatch):
+    monkeypatch.delenv("EDGEDEPTH_KITTI_SAMPLE", raising=False)  # the synthetic fallback
+    out = tmp_path / "demo"
+    result = CliRunner().invoke(cli.main, ["demo", "--out", str(out), "--workers", "1"])
     assert result.exit_code == 0, result.output
+    assert "data: a synthetic KITTI-layout tree" in result.output
+    assert (out / "report.txt").read_text().strip() == result.output.split("\nreport:")[0].strip()
+    table = {
+        line.split()[0]: line.split()[1:5]
+        for line in result.output.splitlines()
+        if line[:6] in ("images", "lidar ", "sgbm  ")
+    }
+    assert table == {stage: ["1/1", "4", "0", "0"] for stage in ("images", "lidar", "sgbm")}
+    assert len(list((out / "previews").glob("*.png"))) == 3
     rows = [line.split() for line in result.output.splitlines() if line[:3].strip() in {"L", "M", "S", "XS"}]
     assert [(r[0], r[1], r[2]) for r in rows] == [
         (v, size, out)
@@ -106,6 +117,56 @@ def test_demo_prints_every_variant_at_both_paper_sizes():
         }.items()
         for size, out in zip(("480x320", "1056x320"), outs, strict=True)
     ]
+
+
+def test_labelgen_plan_run_inspect(tmp_path):
+    from labelgen.synthetic import make_kitti_tree
+
+    tree = make_kitti_tree(tmp_path / "kitti", {"2011_09_26_drive_0001_sync": 3})
+    labels = tmp_path / "labels"
+    runner = CliRunner()
+    result = runner.invoke(
+        cli.main, ["labelgen", "plan", "--kitti-root", str(tree), "--out", str(labels), "--shard-size", "2"]
+    )
+    assert result.exit_code == 0 and "3 frames in 2 shards" in result.output, result.output
+    args = [
+        "labelgen",
+        "run",
+        str(labels),
+        "--stages",
+        "lidar,sgbm",
+        "--workers",
+        "1",
+        "--num-disparities",
+        "32",
+        "--no-progress",
+    ]
+    result = runner.invoke(cli.main, args)
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines()[3].split()[:5] == ["sgbm", "2/2", "3", "0", "0"]
+    result = runner.invoke(cli.main, ["labelgen", "inspect", str(labels), "--png", str(tmp_path / "png")])
+    assert result.exit_code == 0 and "[sgbm]" in result.output and "wrote" in result.output, result.output
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["labelgen", "plan", "--kitti-root", "/no/such/root", "--out", "x"],
+            "Error: /no/such/root: KITTI root folder not found",
+        ),
+        (
+            ["labelgen", "run", "/no/labels"],
+            "Error: /no/labels/plan.json: no plan; run `edgedepth labelgen plan` first",
+        ),
+        (["labelgen", "inspect", "/no/labels"], "Error: /no/labels/plan.json: no plan"),
+    ],
+)
+def test_labelgen_errors_are_one_line(args, message):
+    result = CliRunner().invoke(cli.main, args)
+    assert result.exit_code == 2 and result.output.startswith(message) and result.output.count("\n") == 1, (
+        result.output
+    )
 
 
 def test_console_script_is_installed():

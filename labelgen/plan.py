@@ -1,0 +1,167 @@
+"""The plan: which frames are labelled, their calibration, and their partition into shards.
+
+``LABELS/plan.json`` is written once by ``edgedepth labelgen plan`` and read by every stage, the
+bias fit and the student's data loader. It holds no timestamps, so re-planning the same inputs
+gives a byte-identical file; ``plan_id`` (a hash of the content) tags every shard written for it.
+Schema: see docs/shards.md.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from itertools import groupby
+from pathlib import Path
+
+import cv2
+
+from labelgen.kitti import Calibration, Frame, find_frames, read_calibration
+
+PLAN_VERSION = 1
+PLAN_FILE = "plan.json"
+
+
+@dataclass(frozen=True)
+class ShardPlan:
+    """Frames of one drive (hence one image size) written together as one HDF5 file per stage."""
+
+    index: int
+    date: str
+    drive: str
+    image_size: tuple[int, int]  # (height, width)
+    frame_ids: tuple[str, ...]
+
+    @property
+    def name(self) -> str:
+        return f"shard-{self.index:05d}"
+
+    @property
+    def frames(self) -> list[Frame]:
+        return [Frame.from_id(f) for f in self.frame_ids]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Ordered frames, per-date calibration (or the reason it could not be read), and shards."""
+
+    kitti_root: str
+    shard_size: int
+    selection: dict[str, object]
+    calibrations: dict[str, Calibration]
+    calibration_errors: dict[str, str]
+    shards: tuple[ShardPlan, ...]
+
+    @property
+    def frame_ids(self) -> list[str]:
+        return [f for shard in self.shards for f in shard.frame_ids]
+
+    @property
+    def plan_id(self) -> str:
+        """SHA-256 of the plan's content (what shards record to prove they belong to it)."""
+        body = json.dumps(self._content(), sort_keys=True).encode()
+        return hashlib.sha256(body).hexdigest()
+
+    def _content(self) -> dict[str, object]:
+        return {
+            "schema_version": PLAN_VERSION,
+            "kitti_root": self.kitti_root,
+            "shard_size": self.shard_size,
+            "selection": self.selection,
+            "calibrations": {d: c.to_dict() for d, c in sorted(self.calibrations.items())},
+            "calibration_errors": dict(sorted(self.calibration_errors.items())),
+            "shards": [
+                {
+                    "index": s.index,
+                    "name": s.name,
+                    "date": s.date,
+                    "drive": s.drive,
+                    "image_size": list(s.image_size),
+                    "frames": list(s.frame_ids),
+                }
+                for s in self.shards
+            ],
+        }
+
+    def to_json(self) -> str:
+        return json.dumps({**self._content(), "plan_id": self.plan_id}, indent=1, sort_keys=True) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str, source: str = "plan.json") -> Plan:
+        data = json.loads(text)
+        if data.get("schema_version") != PLAN_VERSION:
+            raise ValueError(f"{source}: plan schema version {data.get('schema_version')} != {PLAN_VERSION}")
+        return cls(
+            kitti_root=data["kitti_root"],
+            shard_size=int(data["shard_size"]),
+            selection=data["selection"],
+            calibrations={d: Calibration.from_dict(c) for d, c in data["calibrations"].items()},
+            calibration_errors=dict(data["calibration_errors"]),
+            shards=tuple(
+                ShardPlan(s["index"], s["date"], s["drive"], tuple(s["image_size"]), tuple(s["frames"]))
+                for s in data["shards"]
+            ),
+        )
+
+
+def plan_shards(
+    kitti_root: str | Path,
+    drives: Sequence[str] | None = None,
+    split_file: str | Path | None = None,
+    shard_size: int = 64,
+) -> Plan:
+    """Select frames and partition them: consecutive frames of one drive, ``shard_size`` at most."""
+    if shard_size < 1:
+        raise ValueError(f"shard size must be at least 1, got {shard_size}")
+    root = Path(kitti_root).resolve()
+    frames = find_frames(root, drives=drives, split_file=split_file)
+    calibrations, errors = {}, {}
+    for date in sorted({f.date for f in frames}):
+        try:
+            calibrations[date] = read_calibration(root / date)
+        except (OSError, ValueError) as err:
+            errors[date] = str(err)
+    shards: list[ShardPlan] = []
+    for (date, drive), group in groupby(frames, key=lambda f: (f.date, f.drive)):
+        ids = [f.frame_id for f in group]
+        size = calibrations[date].image_size if date in calibrations else _image_size(root, ids[0])
+        for start in range(0, len(ids), shard_size):
+            shards.append(ShardPlan(len(shards), date, drive, size, tuple(ids[start : start + shard_size])))
+    selection = {
+        "drives": sorted(drives) if drives else None,
+        "split_file": str(Path(split_file).resolve()) if split_file else None,
+    }
+    return Plan(str(root), shard_size, selection, calibrations, errors, tuple(shards))
+
+
+def _image_size(root: Path, frame_id: str) -> tuple[int, int]:
+    """Size of a frame's image, for drives whose calibration is missing (0x0 if unreadable)."""
+    image = cv2.imread(str(Frame.from_id(frame_id).image_path(root)), cv2.IMREAD_UNCHANGED)
+    return (0, 0) if image is None else (int(image.shape[0]), int(image.shape[1]))
+
+
+def write_plan(plan: Plan, labels_dir: str | Path, overwrite: bool = False) -> Path:
+    """Write ``LABELS/plan.json``; an existing different plan is kept unless ``overwrite``."""
+    path = Path(labels_dir) / PLAN_FILE
+    text = plan.to_json()
+    if path.exists() and not overwrite and path.read_text() != text:
+        raise ValueError(
+            f"{path}: a different plan exists; pass --overwrite to replace it (its shards go stale)"
+        )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+    return path
+
+
+def load_plan(labels_dir: str | Path) -> Plan:
+    """Read ``LABELS/plan.json`` (one-line errors when it is missing or malformed)."""
+    path = Path(labels_dir) / PLAN_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no plan; run `edgedepth labelgen plan` first")
+    try:
+        return Plan.from_json(path.read_text(), str(path))
+    except (KeyError, TypeError, json.JSONDecodeError) as err:
+        raise ValueError(f"{path}: malformed plan ({type(err).__name__}: {err})") from None

@@ -1,0 +1,255 @@
+"""HDF5 label shards: the schema, an atomic writer, a validity check and a joined reader.
+
+One file per (stage, shard): ``LABELS/<stage>/shard-00000.h5``. Every planned frame has a row in
+every dataset (a failed frame's row is zero-filled and ``ok`` is False), so stages join by shard
+and row. Files are written to a temporary sibling and renamed into place only once complete, so a
+killed run never leaves a readable-but-partial shard. Full schema: docs/shards.md.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from labelgen.plan import Plan, load_plan
+
+SCHEMA_VERSION = 1
+TMP_MARK = ".tmp-"
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """One per-frame dataset of a stage: shape of one frame, dtype, gzip level, attributes."""
+
+    shape: tuple[int, ...]
+    dtype: str
+    gzip: int = 1  # level 1: as small as 4 on depth maps (byte shuffle does the work) and faster
+    attrs: Mapping[str, object] = field(default_factory=dict)
+
+
+def shard_path(labels_dir: str | Path, stage: str, shard_name: str) -> Path:
+    return Path(labels_dir) / stage / f"{shard_name}.h5"
+
+
+def remove_stale_tmp(path: Path) -> int:
+    """Delete temporary files a killed writer left beside ``path``; returns how many."""
+    stale = list(path.parent.glob(f"{path.name}{TMP_MARK}*"))
+    for tmp in stale:
+        tmp.unlink(missing_ok=True)
+    return len(stale)
+
+
+class ShardWriter:
+    """Write one shard atomically: ``with ShardWriter(...) as w: w.write(i, arrays) / w.fail(i, why)``.
+
+    On a clean exit the file gets ``complete = True`` as its last write, is fsynced and renamed into
+    place; on an exception the temporary file is removed and nothing appears at ``path``.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        frame_ids: Sequence[str],
+        specs: Mapping[str, DatasetSpec],
+        attrs: Mapping[str, object],
+    ) -> None:
+        self.path = Path(path)
+        self.frame_ids = list(frame_ids)
+        self.specs = dict(specs)
+        self.attrs = dict(attrs)
+        self.tmp = self.path.with_name(f"{self.path.name}{TMP_MARK}{os.getpid()}-{uuid.uuid4().hex[:8]}")
+        self.failures = [""] * len(self.frame_ids)
+        self.ok = np.zeros(len(self.frame_ids), dtype=bool)
+        self._file: h5py.File | None = None
+
+    def __enter__(self) -> ShardWriter:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = h5py.File(self.tmp, "w", track_order=True)
+        self._file.attrs["complete"] = False
+        n = len(self.frame_ids)
+        for name, spec in self.specs.items():
+            dset = self._file.create_dataset(
+                name,
+                shape=(n, *spec.shape),
+                dtype=spec.dtype,
+                chunks=(1, *spec.shape),
+                compression="gzip",
+                compression_opts=spec.gzip,
+                shuffle=np.dtype(spec.dtype).itemsize > 1,
+                fillvalue=0,
+                track_times=False,
+            )
+            for key, value in spec.attrs.items():
+                dset.attrs[key] = value
+        return self
+
+    def write(self, index: int, arrays: Mapping[str, np.ndarray]) -> None:
+        """Store one frame's arrays (every dataset of the stage, exact shapes)."""
+        assert self._file is not None
+        if set(arrays) != set(self.specs):
+            raise ValueError(
+                f"frame {self.frame_ids[index]}: datasets {sorted(arrays)} != {sorted(self.specs)}"
+            )
+        for name, array in arrays.items():
+            if tuple(array.shape) != self.specs[name].shape:
+                raise ValueError(
+                    f"frame {self.frame_ids[index]}: {name} has shape {tuple(array.shape)}, "
+                    f"expected {self.specs[name].shape}"
+                )
+        for name, array in arrays.items():  # only once all are known good: a failed row stays zero
+            self._file[name][index] = array
+        self.ok[index] = True
+
+    def fail(self, index: int, reason: str) -> None:
+        """Record that a frame could not be labelled (its rows stay zero)."""
+        self.failures[index] = reason.strip().splitlines()[0] if reason.strip() else "unknown error"
+        self.ok[index] = False
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        assert self._file is not None
+        if exc_type is not None:
+            self._file.close()
+            self.tmp.unlink(missing_ok=True)
+            return
+        try:
+            self._finish()
+        except BaseException:
+            self.tmp.unlink(missing_ok=True)
+            raise
+
+    def _finish(self) -> None:
+        f = self._file
+        strings = h5py.string_dtype()
+        f.create_dataset("frame_id", data=np.array(self.frame_ids, dtype=object), dtype=strings)
+        f.create_dataset("ok", data=self.ok)
+        f.create_dataset("failure", data=np.array(self.failures, dtype=object), dtype=strings)
+        for key, value in self.attrs.items():
+            f.attrs[key] = json.dumps(value, sort_keys=True) if isinstance(value, dict | list) else value
+        f.attrs["schema_version"] = SCHEMA_VERSION
+        f.attrs["n_frames"] = len(self.frame_ids)
+        f.attrs["n_failed"] = int((~self.ok).sum())
+        f.attrs["created"] = datetime.now(UTC).isoformat(timespec="seconds")
+        f.attrs["host"] = socket.gethostname()
+        f.attrs["complete"] = True  # last write: readers trust only files that have it
+        f.close()
+        with open(self.tmp, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(self.tmp, self.path)
+        dir_fd = os.open(self.path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+
+@dataclass(frozen=True)
+class ShardStatus:
+    """What is on disk for one planned shard: complete, missing, stale (other plan) or invalid."""
+
+    path: Path
+    state: str
+    reason: str = ""
+    failures: tuple[tuple[str, str], ...] = ()  # (frame_id, reason) of frames that failed
+
+    @property
+    def complete(self) -> bool:
+        return self.state == "complete"
+
+
+def check_shard(path: str | Path, plan_id: str, frame_ids: Sequence[str]) -> ShardStatus:
+    """Is ``path`` a complete shard of this plan holding exactly ``frame_ids``?"""
+    path = Path(path)
+    if not path.exists():
+        return ShardStatus(path, "missing")
+    try:
+        with h5py.File(path, "r") as f:
+            if f.attrs.get("complete") is not np.True_ and f.attrs.get("complete") is not True:
+                return ShardStatus(path, "invalid", "not marked complete")
+            if f.attrs.get("schema_version") != SCHEMA_VERSION:
+                return ShardStatus(path, "stale", f"schema version {f.attrs.get('schema_version')}")
+            if f.attrs.get("plan_id") != plan_id:
+                return ShardStatus(path, "stale", "written for another plan")
+            ids = [s.decode() if isinstance(s, bytes) else s for s in f["frame_id"][()]]
+            if ids != list(frame_ids):
+                return ShardStatus(path, "stale", "frame list differs from the plan")
+            ok, why = f["ok"][()], f["failure"][()]
+            failures = tuple((ids[i], _text(why[i])) for i in np.flatnonzero(~ok))
+    except (OSError, KeyError) as err:
+        return ShardStatus(path, "invalid", f"unreadable ({err})")
+    return ShardStatus(path, "complete", failures=failures)
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def decode(dataset: h5py.Dataset, raw: np.ndarray) -> np.ndarray:
+    """Stored values -> user values: depth and disparity as float32 (``scale`` applied)."""
+    scale = dataset.attrs.get("scale")
+    if scale is not None:
+        return raw.astype(np.float32) * np.float32(scale)
+    return raw.astype(np.float32) if raw.dtype == np.float16 else raw
+
+
+class LabelReader:
+    """Frames of a label folder with the datasets of several stages joined by shard and row.
+
+    ``reader[i]`` returns ``{"frame_id": str, "<stage>/<dataset>": array, "<stage>/ok": bool}``.
+    Files are opened lazily and the reader pickles without open handles, so it can serve a
+    multi-process DataLoader.
+    """
+
+    def __init__(self, labels_dir: str | Path, stages: Sequence[str]) -> None:
+        self.labels_dir = Path(labels_dir)
+        self.plan: Plan = load_plan(self.labels_dir)
+        self.stages = list(stages)
+        self._index = [
+            (s, row) for s, shard in enumerate(self.plan.shards) for row in range(len(shard.frame_ids))
+        ]
+        plan_id = self.plan.plan_id
+        for stage in self.stages:
+            for shard in self.plan.shards:
+                status = check_shard(shard_path(self.labels_dir, stage, shard.name), plan_id, shard.frame_ids)
+                if not status.complete:
+                    raise ValueError(
+                        f"{status.path}: shard is {status.state}"
+                        + (f" ({status.reason})" * bool(status.reason))
+                    )
+        self._files: dict[Path, h5py.File] = {}
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+    def __getitem__(self, i: int) -> dict[str, object]:
+        shard_no, row = self._index[i]
+        shard = self.plan.shards[shard_no]
+        item: dict[str, object] = {"frame_id": shard.frame_ids[row]}
+        for stage in self.stages:
+            f = self._open(shard_path(self.labels_dir, stage, shard.name))
+            item[f"{stage}/ok"] = bool(f["ok"][row])
+            for name, dset in f.items():
+                if name not in ("frame_id", "ok", "failure"):
+                    item[f"{stage}/{name}"] = decode(dset, dset[row])
+        return item
+
+    def _open(self, path: Path) -> h5py.File:
+        if path not in self._files:
+            self._files[path] = h5py.File(path, "r")
+        return self._files[path]
+
+    def close(self) -> None:
+        for f in self._files.values():
+            f.close()
+        self._files.clear()
+
+    def __getstate__(self) -> dict[str, object]:
+        return {**self.__dict__, "_files": {}}

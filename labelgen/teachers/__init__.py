@@ -1,0 +1,1 @@
+"""Teacher models that turn KITTI frames into labels."""

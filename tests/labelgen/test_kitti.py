@@ -1,0 +1,98 @@
+"""KITTI raw layout: calibration, frame selection, readers and their one-line errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from labelgen.kitti import Calibration, Frame, find_frames, read_calibration, read_image, read_velodyne
+
+
+def test_real_calibration_focal_and_baseline(kitti_sample):
+    calib = read_calibration(kitti_sample / "2011_09_26")
+    assert calib.focal == pytest.approx(721.5377)
+    assert calib.baseline == pytest.approx((44.85728 + 339.5242) / 721.5377, rel=1e-6)  # 0.5327 m
+    assert calib.image_size == (375, 1242)
+    assert calib.projection(2).shape == (3, 4)
+    np.testing.assert_allclose(Calibration.from_dict(calib.to_dict()).projection(3), calib.projection(3))
+
+
+def test_missing_calibration_key_names_file_and_key(tmp_path, kitti_tree):
+    date = kitti_tree / "2011_09_26"
+    text = (date / "calib_cam_to_cam.txt").read_text()
+    (date / "calib_cam_to_cam.txt").write_text(
+        "\n".join(line for line in text.splitlines() if "P_rect_03" not in line)
+    )
+    with pytest.raises(ValueError, match=r"calib_cam_to_cam\.txt: missing P_rect_03"):
+        read_calibration(date)
+    with pytest.raises(
+        FileNotFoundError, match=r"2011_10_03/calib_cam_to_cam\.txt: calibration file not found"
+    ):
+        read_calibration(kitti_tree / "2011_10_03")
+
+
+def test_frames_are_named_by_relative_path_and_sorted(kitti_tree):
+    frames = find_frames(kitti_tree)
+    assert len(frames) == 11
+    assert frames[0].frame_id == "2011_09_26/2011_09_26_drive_0001_sync/0000000000"
+    assert frames == sorted(frames)
+    assert len({f.frame_id for f in frames}) == 11 and len({f.index for f in frames}) == 5  # indices repeat
+    assert Frame.from_id(frames[7].frame_id) == frames[7]
+
+
+def test_drive_selection_with_or_without_sync_suffix(kitti_tree):
+    frames = find_frames(kitti_tree, drives=["2011_09_26_drive_0002", "2011_09_28_drive_0001_sync"])
+    assert {f.drive for f in frames} == {"2011_09_26_drive_0002_sync", "2011_09_28_drive_0001_sync"}
+    with pytest.raises(ValueError, match="drive 2011_09_26_drive_0099_sync not found"):
+        find_frames(kitti_tree, drives=["2011_09_26_drive_0099"])
+
+
+def test_split_file_in_monodepth2_format(tmp_path, kitti_tree):
+    split = tmp_path / "split.txt"
+    split.write_text(
+        "2011_09_26/2011_09_26_drive_0001_sync 3 l\n2011_09_26/2011_09_26_drive_0001_sync 3 r\n"
+        "2011_09_28/2011_09_28_drive_0001_sync 0000000001 l\n\n"
+    )
+    frames = find_frames(kitti_tree, split_file=split)
+    assert [f.frame_id for f in frames] == [
+        "2011_09_26/2011_09_26_drive_0001_sync/0000000003",
+        "2011_09_28/2011_09_28_drive_0001_sync/0000000001",
+    ]
+    split.write_text("2011_09_26/2011_09_26_drive_0001_sync l 3\n")
+    with pytest.raises(ValueError, match=r"split\.txt:1: expected '<date>/<drive>_sync <frame_index> l\|r'"):
+        find_frames(kitti_tree, split_file=split)
+
+
+def test_missing_root_and_no_frames(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"nowhere: KITTI root folder not found"):
+        find_frames(tmp_path / "nowhere")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match=r"empty: no frames matched"):
+        find_frames(tmp_path / "empty")
+
+
+def test_jpg_images_are_found_when_png_is_absent(kitti_tree):
+    frame = find_frames(kitti_tree)[0]
+    png = frame.image_path(kitti_tree, 2)
+    image = read_image(png)
+    jpg = png.with_suffix(".jpg")
+    import cv2
+
+    cv2.imwrite(str(jpg), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    png.unlink()
+    assert frame.image_path(kitti_tree, 2) == jpg
+    assert read_image(jpg).shape == image.shape
+    assert frame in find_frames(kitti_tree)
+
+
+def test_corrupt_image_and_truncated_scan_are_named(kitti_tree):
+    frame = find_frames(kitti_tree)[0]
+    png, scan = frame.image_path(kitti_tree, 2), frame.velodyne_path(kitti_tree)
+    png.write_bytes(png.read_bytes()[:100])
+    with pytest.raises(ValueError, match=r"0000000000\.png: not a readable image"):
+        read_image(png)
+    points = read_velodyne(scan)
+    assert points.shape == (4000, 4) and points.dtype == np.float32
+    scan.write_bytes(scan.read_bytes()[:-6])
+    with pytest.raises(ValueError, match=r"0000000000\.bin: 63994 bytes is not a multiple of 16"):
+        read_velodyne(scan)
