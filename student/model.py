@@ -34,7 +34,7 @@ from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 from torchvision.models.mobilenetv2 import InvertedResidual, mobilenet_v2
 
-from student.checkpoint import load_state_dict_file
+from labelgen.checkpoints import load_state_dict_file
 from student.losses import g_inverse
 
 VARIANTS: dict[str, int] = {"L": 4, "M": 3, "S": 2, "XS": 1}

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
 import pickle
 
+import numpy as np
 import pytest
 import torch
 
-from student.checkpoint import load_state_dict_file
+from labelgen.checkpoints import load_state_dict_file, safe_load, sha256_file
 
 
 class Payload:
@@ -53,3 +56,43 @@ def test_non_state_dict_and_missing_file(tmp_path):
         load_state_dict_file(path)
     with pytest.raises(FileNotFoundError, match=r"nope\.pt: checkpoint file not found"):
         load_state_dict_file(tmp_path / "nope.pt")
+
+
+class Exploit:
+    """Pickles to a call of os.system: what a malicious checkpoint looks like."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_a_code_executing_pickle_is_refused_and_nothing_runs(tmp_path):
+    marker = tmp_path / "pwned"
+    path = tmp_path / "evil.pth"
+    torch.save({"state_dict": {"w": torch.zeros(1)}, "hook": Exploit(marker)}, path)
+    with pytest.raises(
+        ValueError, match=r"evil\.pth: refused to load"
+    ):
+        safe_load(path)
+    assert not marker.exists()
+    torch.load(path, weights_only=False)  # proof the file is live: an unsafe load runs the command
+    assert marker.exists()
+
+
+def test_numpy_scalars_in_metadata_are_allowed(tmp_path):
+    """VainF checkpoints keep best_score as a numpy.float64 beside model_state."""
+    path = tmp_path / "best_deeplabv3plus_mobilenet_cityscapes_os16.pth"
+    torch.save(
+        {"model_state": {"a": torch.ones(2)}, "best_score": np.float64(0.721), "cur_itrs": 30000}, path
+    )
+    loaded = safe_load(path)
+    assert loaded["best_score"] == pytest.approx(0.721) and loaded["cur_itrs"] == 30000
+    assert list(load_state_dict_file(path)) == ["a"]
+
+
+def test_sha256_of_a_file(tmp_path):
+    path = tmp_path / "x.bin"
+    path.write_bytes(b"edgedepth" * 100_000)
+    assert sha256_file(path) == hashlib.sha256(b"edgedepth" * 100_000).hexdigest()
