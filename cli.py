@@ -88,11 +88,23 @@ def labelgen_plan(kitti_root, labels_dir, split_file, drives, shard_size, overwr
 
 @labelgen.command("run")
 @click.argument("labels_dir", type=click.Path(path_type=Path))
-@click.option("--stages", default="images,lidar,sgbm", show_default=True, help="Comma-separated stages.")
+@click.option(
+    "--stages",
+    default="images,lidar,sgbm",
+    show_default=True,
+    help="Comma-separated stages: images, lidar, sgbm, psmnet, seg.",
+)
 @click.option("--workers", type=int, help="Local workers (default: one per core, or per GPU with cuda).")
 @click.option("--scheduler", help="Address of an existing dask scheduler, e.g. tcp://host:8786.")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda or auto (for teacher models).")
 @click.option("--batch-size", default=1, show_default=True, help="Frames per teacher forward pass.")
+@click.option(
+    "--precision",
+    type=click.Choice(["fp32", "fp16"]),
+    default="fp32",
+    show_default=True,
+    help="Teacher inference precision (fp16 needs CUDA).",
+)
 @click.option("--overwrite", is_flag=True, help="Redo shards that are already complete.")
 @click.option(
     "--image-size",
@@ -113,11 +125,32 @@ def labelgen_plan(kitti_root, labels_dir, split_file, drives, shard_size, overwr
 @click.option(
     "--lr-check",
     type=float,
-    default=1.0,
-    show_default=True,
-    help="sgbm stage: left-right consistency threshold in px (0 disables).",
+    default=None,
+    help="Left-right consistency threshold in px for sgbm (default 1) and psmnet (default off); 0 disables.",
 )
 @click.option("--num-disparities", type=int, default=192, show_default=True, help="sgbm stage.")
+@click.option("--psmnet-checkpoint", type=click.Path(path_type=Path), help="psmnet stage: checkpoint file.")
+@click.option(
+    "--align-corners/--no-align-corners",
+    default=True,
+    show_default=True,
+    help="psmnet stage: upsampling convention (on for the 2018 KITTI/SceneFlow checkpoints).",
+)
+@click.option("--seg-checkpoint", type=click.Path(path_type=Path), help="seg stage: checkpoint file.")
+@click.option(
+    "--seg-format",
+    type=click.Choice(["vainf", "smp"]),
+    default="vainf",
+    show_default=True,
+    help="seg stage: checkpoint layout.",
+)
+@click.option(
+    "--seg-arch",
+    default="deeplabv3plus_mobilenet",
+    show_default=True,
+    help="seg stage: VainF model name, or deeplabv3 / deeplabv3plus for smp.",
+)
+@click.option("--seg-encoder", help="seg stage, smp format: encoder name, e.g. resnet101.")
 @click.option("--progress/--no-progress", default=True, help="Show progress bars.")
 @_friendly_errors
 def labelgen_run(
@@ -127,12 +160,19 @@ def labelgen_run(
     scheduler,
     device,
     batch_size,
+    precision,
     overwrite,
     image_size,
     lidar_cams,
     lidar_depth,
     lr_check,
     num_disparities,
+    psmnet_checkpoint,
+    align_corners,
+    seg_checkpoint,
+    seg_format,
+    seg_arch,
+    seg_encoder,
     progress,
 ) -> None:
     """Run label stages over every shard of the plan (resumes: complete shards are skipped)."""
@@ -140,10 +180,30 @@ def labelgen_run(
     from student.bench import resolve_device
 
     names = [s.strip() for s in stages.split(",") if s.strip()]
+    if "psmnet" in names and not psmnet_checkpoint:
+        raise InputError("stage psmnet needs --psmnet-checkpoint FILE (see `edgedepth labelgen weights`)")
+    if "seg" in names and not seg_checkpoint:
+        raise InputError("stage seg needs --seg-checkpoint FILE (see docs/teachers.md)")
     options = {
         "images": {"resize": image_size[0]} if image_size else {},
         "lidar": {"cams": [int(c) for c in lidar_cams.split(",")], "depth": lidar_depth},
-        "sgbm": {"num_disparities": num_disparities, "lr_check": lr_check or None},
+        "sgbm": {
+            "num_disparities": num_disparities,
+            "lr_check": 1.0 if lr_check is None else (lr_check or None),
+        },
+        "psmnet": {
+            "checkpoint": str(psmnet_checkpoint),
+            "align_corners": align_corners,
+            "precision": precision,
+            "lr_check": lr_check or None,
+        },
+        "seg": {
+            "checkpoint": str(seg_checkpoint),
+            "format": seg_format,
+            "arch": seg_arch,
+            "encoder": seg_encoder,
+            "precision": precision,
+        },
     }
     reports = run_stages(
         labels_dir,
@@ -153,12 +213,23 @@ def labelgen_run(
         device=resolve_device(device),
         batch_size=batch_size,
         overwrite=overwrite,
-        stage_options=options,
+        stage_options={n: options.get(n, {}) for n in names},
         progress=progress,
     )
     click.echo(format_reports(reports))
     if any(r.shards_failed for r in reports):
         raise SystemExit(1)
+
+
+@labelgen.command("weights")
+@click.argument("name")
+@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path), help="Folder for the file.")
+@_friendly_errors
+def labelgen_weights(name, out_dir) -> None:
+    """Obtain a public teacher checkpoint by NAME (e.g. psmnet-kitti2015) and check its SHA-256."""
+    from labelgen.teachers.weights import fetch_weights
+
+    click.echo(str(fetch_weights(name, out_dir)))
 
 
 @labelgen.command("inspect")
@@ -178,6 +249,96 @@ def labelgen_inspect(labels_dir, png_dir) -> None:
 @main.group(short_help="Teacher-vs-LiDAR depth bias table.")
 def calib() -> None:
     """The per-distance teacher-vs-LiDAR depth bias look-up table: fit, apply, plot."""
+
+
+@calib.command("fit")
+@click.argument("labels_dir", type=click.Path(path_type=Path))
+@click.option("--teacher", default="psmnet", show_default=True, help="Teacher stage: psmnet or sgbm.")
+@click.option(
+    "--out", "out_path", required=True, type=click.Path(path_type=Path), help="The lut.json to write."
+)
+@click.option("--bin-width", default=1.0, show_default=True, help="Bin width in metres of teacher depth.")
+@click.option("--min-depth", default=1.0, show_default=True, help="Lowest teacher depth binned (m).")
+@click.option("--max-depth", default=80.0, show_default=True, help="Highest teacher depth binned (m).")
+@click.option("--stat", type=click.Choice(["mean", "median"]), default="mean", show_default=True)
+@click.option(
+    "--min-count", default=100, show_default=True, help="Pixels a bin needs; fewer: interpolated, flagged."
+)
+@click.option("--holdout", default=0.1, show_default=True, help="Share of drives held out for evaluation.")
+@click.option("--workers", type=int, help="Fit with this many local dask workers (default: one process).")
+@click.option("--scheduler", help="Fit on an existing dask scheduler, e.g. tcp://host:8786.")
+@click.option("--png", type=click.Path(path_type=Path), help="Also plot the table here.")
+@click.option("--progress/--no-progress", default=True, help="Show a progress bar.")
+@_friendly_errors
+def calib_fit(
+    labels_dir,
+    teacher,
+    out_path,
+    bin_width,
+    min_depth,
+    max_depth,
+    stat,
+    min_count,
+    holdout,
+    workers,
+    scheduler,
+    png,
+    progress,
+) -> None:
+    """Fit the per-distance LiDAR-vs-teacher bias table on a label folder."""
+    from contextlib import nullcontext
+
+    from calib.fit import fit_from_labels, format_lut
+    from calib.plot import plot_lut
+    from labelgen.run import dask_client
+
+    context = dask_client(scheduler, workers, "cpu") if (workers or scheduler) else nullcontext()
+    with context as client:
+        lut = fit_from_labels(
+            labels_dir,
+            teacher,
+            holdout,
+            client,
+            bin_width=bin_width,
+            min_depth=min_depth,
+            max_depth=max_depth,
+            stat=stat,
+            min_count=min_count,
+            progress=progress,
+        )
+    lut.save(out_path)
+    click.echo(format_lut(lut))
+    click.echo(f"wrote {out_path}")
+    if png:
+        click.echo(f"wrote {plot_lut(lut, png)}")
+
+
+@calib.command("apply")
+@click.argument("lut_path", type=click.Path(path_type=Path))
+@click.argument("labels_dir", type=click.Path(path_type=Path))
+@click.option("--teacher", default="psmnet", show_default=True, help="Teacher stage the table was fitted on.")
+@_friendly_errors
+def calib_apply(lut_path, labels_dir, teacher) -> None:
+    """Write LABELS/<teacher>_corrected shards: teacher depth + LUT(teacher depth)."""
+    from calib.fit import write_corrected
+
+    summary = write_corrected(labels_dir, lut_path, teacher, progress=True)
+    click.echo(
+        f"{summary['path']}: {summary['written']} shards written, {summary['skipped']} already current, "
+        f"{summary['frames']} frames ({summary['frames_failed']} failed), table {summary['lut_sha256'][:12]}"
+    )
+
+
+@calib.command("plot")
+@click.argument("lut_path", type=click.Path(path_type=Path))
+@click.option("--out", "out_png", required=True, type=click.Path(path_type=Path), help="PNG to write.")
+@_friendly_errors
+def calib_plot(lut_path, out_png) -> None:
+    """Plot the table: error per distance with its confidence band, counts, held-out residual."""
+    from calib.lut import load_lut
+    from calib.plot import plot_lut
+
+    click.echo(f"wrote {plot_lut(load_lut(lut_path), out_png)}")
 
 
 @main.group(short_help="The student network: summary, benchmarks.")

@@ -25,7 +25,8 @@ from labelgen.lidar import project_lidar
 from labelgen.plan import plan_shards, write_plan
 from labelgen.run import dask_client, run_stages
 from labelgen.synthetic import make_kitti_tree
-from labelgen.teachers.sgbm import SgbmConfig, disparity_to_depth, sgbm_disparity
+from labelgen.teachers.sgbm import SgbmConfig, sgbm_disparity
+from labelgen.teachers.stereo import disparity_to_depth
 
 SAMPLE = Path(
     os.environ.get(

@@ -213,6 +213,15 @@ def _check_gpu_workers(client: Any, scheduler: str | None) -> None:
         raise ValueError(f"{scheduler}: no worker declares a GPU; start workers with `--resources GPU=1`")
 
 
+def _validated_stage(name: str, options: dict) -> Any:
+    """Build the stage once in the driver, so bad options or a mismatched checkpoint fail here,
+    in one line, rather than in every task."""
+    stage = make_stage(name, options)
+    if stage.checkpoint_sha256:  # hashes the file, so a missing one is reported now
+        stage.load("cpu")
+    return stage
+
+
 def run_stages(
     labels_dir: str | Path,
     stages: Sequence[str],
@@ -229,7 +238,7 @@ def run_stages(
     labels_dir = Path(labels_dir).resolve()
     plan = load_plan(labels_dir)
     options = {name: dict((stage_options or {}).get(name) or {}) for name in stages}
-    gpu_stages = {name for name in stages if make_stage(name, options[name]).gpu}  # also validates
+    gpu_stages = {name for name in stages if _validated_stage(name, options[name]).gpu}
     todo: list[tuple[str, ShardPlan]] = []
     for name in stages:
         for shard in plan.shards:

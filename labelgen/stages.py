@@ -7,6 +7,8 @@ weights (``psmnet``, ``seg``) plug in here with the same interface.
 
 from __future__ import annotations
 
+import functools
+import json
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
@@ -14,11 +16,21 @@ from typing import Any, ClassVar
 
 import cv2
 import numpy as np
+import torch
 
+from labelgen.checkpoints import sha256_file
 from labelgen.kitti import Calibration, Frame, read_image, read_velodyne
 from labelgen.lidar import project_lidar
 from labelgen.shards import DatasetSpec
-from labelgen.teachers.sgbm import SgbmConfig, disparity_to_depth, sgbm_disparity
+from labelgen.teachers.psmnet import load_psmnet, lr_consistency, predict_disparity_batch
+from labelgen.teachers.segmentation import (
+    CITYSCAPES_CLASSES,
+    SegConfig,
+    load_segmenter,
+    predict_segmentation_batch,
+)
+from labelgen.teachers.sgbm import SgbmConfig, sgbm_disparity
+from labelgen.teachers.stereo import disparity_to_depth
 
 DEPTH_ATTRS = {"units": "m", "invalid": 0}
 DISPARITY_SCALE = 1.0 / 256.0  # stored as uint16 = round(disparity * 256), the KITTI convention
@@ -126,8 +138,39 @@ class LidarStage(Stage):
         }
 
 
-class SgbmStage(Stage):
-    """OpenCV semi-global matching on image_02/image_03: disparity, metric depth, LR-check mask."""
+class StereoStage(Stage):
+    """A stereo teacher: disparity on image_02/image_03 -> metric depth and a validity mask."""
+
+    def datasets(self, image_size: tuple[int, int]) -> dict[str, DatasetSpec]:
+        size = tuple(image_size)
+        return {
+            "disparity": DatasetSpec(
+                size, "uint16", attrs={"units": "px", "scale": DISPARITY_SCALE, "invalid": 0}
+            ),
+            "depth": DatasetSpec(size, "float16", attrs=DEPTH_ATTRS),
+            "valid": DatasetSpec(
+                size, "bool", attrs={"meaning": "positive disparity (and left-right check)"}
+            ),
+        }
+
+    @staticmethod
+    def read_pair(frame: Frame, calib: Calibration, root: Path) -> tuple[np.ndarray, np.ndarray]:
+        left = _read_checked(frame.image_path(root, 2), calib.image_size)
+        return left, _read_checked(frame.image_path(root, 3), calib.image_size)
+
+    @staticmethod
+    def outputs(disparity: np.ndarray, valid: np.ndarray, calib: Calibration) -> dict[str, np.ndarray]:
+        """The stored arrays: disparity x256 as uint16, depth = f * B / disparity as float16."""
+        valid = valid & (disparity > 0)
+        depth = disparity_to_depth(disparity, calib.focal, calib.baseline, valid)
+        stored = np.clip(
+            np.round(np.where(valid, disparity, 0) / DISPARITY_SCALE), 0, np.iinfo(np.uint16).max
+        )
+        return {"disparity": stored.astype(np.uint16), "depth": depth.astype(np.float16), "valid": valid}
+
+
+class SgbmStage(StereoStage):
+    """OpenCV semi-global matching with a left-right consistency check (weight-free)."""
 
     name = "sgbm"
     teacher = "opencv-sgbm"
@@ -138,26 +181,170 @@ class SgbmStage(Stage):
     def settings(self) -> dict[str, object]:
         return self.config.to_dict()
 
-    def datasets(self, image_size: tuple[int, int]) -> dict[str, DatasetSpec]:
-        size = tuple(image_size)
-        return {
-            "disparity": DatasetSpec(
-                size, "uint16", attrs={"units": "px", "scale": DISPARITY_SCALE, "invalid": 0}
-            ),
-            "depth": DatasetSpec(size, "float16", attrs=DEPTH_ATTRS),
-            "valid": DatasetSpec(size, "bool", attrs={"meaning": "left-right consistent match"}),
-        }
+    def process(self, frame: Frame, calib: Calibration, root: Path, model: Any) -> dict[str, np.ndarray]:
+        disparity, valid = sgbm_disparity(*self.read_pair(frame, calib, root), self.config)
+        return self.outputs(disparity, valid, calib)
+
+
+@functools.lru_cache(maxsize=8)
+def _file_sha256(path: str, mtime_ns: int) -> str:
+    return sha256_file(path)
+
+
+class TeacherStage(Stage):
+    """A stage whose model is a checkpoint file: hashed into every shard, run in batches."""
+
+    gpu = True
+    checkpoint: str
+
+    @property
+    def checkpoint_sha256(self) -> str:
+        path = Path(self.checkpoint)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: checkpoint file not found")
+        return _file_sha256(str(path.resolve()), path.stat().st_mtime_ns)
 
     def process(self, frame: Frame, calib: Calibration, root: Path, model: Any) -> dict[str, np.ndarray]:
-        left = _read_checked(frame.image_path(root, 2), calib.image_size)
-        right = _read_checked(frame.image_path(root, 3), calib.image_size)
-        disparity, valid = sgbm_disparity(left, right, self.config)
-        depth = disparity_to_depth(disparity, calib.focal, calib.baseline, valid)
-        stored = np.clip(np.round(disparity / DISPARITY_SCALE), 0, np.iinfo(np.uint16).max)
-        return {"disparity": stored.astype(np.uint16), "depth": depth.astype(np.float16), "valid": valid}
+        result = self.process_batch([frame], calib, root, model)[0]
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    def process_batch(
+        self, frames: Sequence[Frame], calib: Calibration, root: Path, model: Any
+    ) -> list[dict[str, np.ndarray] | Exception]:
+        """Read every frame (a bad one yields its error), then run the readable ones as one batch."""
+        inputs: list[Any] = []
+        for frame in frames:
+            try:
+                inputs.append(self.read(frame, calib, root))
+            except Exception as err:  # one bad frame must not take the shard down
+                inputs.append(err)
+        good = [x for x in inputs if not isinstance(x, Exception)]
+        outputs = iter(self.infer(good, calib, model) if good else [])
+        return [x if isinstance(x, Exception) else next(outputs) for x in inputs]
+
+    @abstractmethod
+    def read(self, frame: Frame, calib: Calibration, root: Path) -> Any:
+        """The model input of one frame (raises with a one-line reason on bad input)."""
+
+    @abstractmethod
+    def infer(self, inputs: list[Any], calib: Calibration, model: Any) -> list[dict[str, np.ndarray]]:
+        """Outputs of a batch of equally sized inputs."""
 
 
-STAGES: dict[str, type[Stage]] = {s.name: s for s in (ImagesStage, LidarStage, SgbmStage)}
+def _model_device(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+class PsmnetStage(TeacherStage, StereoStage):
+    """PSMNet (stacked hourglass) on image_02/image_03 with a public checkpoint."""
+
+    name = "psmnet"
+    teacher = "psmnet"
+
+    def __init__(
+        self,
+        checkpoint: str,
+        align_corners: bool = True,
+        precision: str = "fp32",
+        lr_check: float | None = None,
+    ) -> None:
+        if precision not in ("fp32", "fp16"):
+            raise ValueError(f"precision must be fp32 or fp16, got {precision!r}")
+        self.checkpoint, self.align_corners = str(checkpoint), bool(align_corners)
+        self.precision, self.lr_check = precision, lr_check
+
+    def settings(self) -> dict[str, object]:
+        return {
+            "checkpoint": Path(self.checkpoint).name,
+            "align_corners": self.align_corners,
+            "precision": self.precision,
+            "lr_check": self.lr_check,
+            "max_disp": 192,
+        }
+
+    def load(self, device: str) -> Any:
+        return load_psmnet(self.checkpoint, align_corners=self.align_corners, device=device)
+
+    def read(self, frame: Frame, calib: Calibration, root: Path) -> tuple[np.ndarray, np.ndarray]:
+        return self.read_pair(frame, calib, root)
+
+    def infer(self, inputs: list[Any], calib: Calibration, model: Any) -> list[dict[str, np.ndarray]]:
+        lefts, rights = [x[0] for x in inputs], [x[1] for x in inputs]
+        device = _model_device(model)
+        disparities = predict_disparity_batch(model, lefts, rights, device=device, precision=self.precision)
+        results = []
+        for left, right, disparity in zip(lefts, rights, disparities, strict=True):
+            valid = disparity > 0
+            if self.lr_check:
+                valid &= lr_consistency(
+                    model,
+                    left,
+                    right,
+                    self.lr_check,
+                    device=device,
+                    precision=self.precision,
+                    disparity=disparity,
+                )
+            results.append(self.outputs(disparity, valid, calib))
+        return results
+
+
+class SegStage(TeacherStage):
+    """DeepLabV3 / V3+ Cityscapes segmentation of the left image (VainF or smp checkpoints)."""
+
+    name = "seg"
+    teacher = "deeplab"
+
+    def __init__(
+        self,
+        checkpoint: str,
+        format: str = "vainf",
+        arch: str = "deeplabv3plus_mobilenet",
+        encoder: str | None = None,
+        num_classes: int = 19,
+        precision: str = "fp32",
+    ) -> None:
+        self.config = SegConfig(
+            format=format, arch=arch, checkpoint=str(checkpoint), encoder=encoder, num_classes=num_classes
+        )
+        self.checkpoint, self.precision = str(checkpoint), precision
+        self.teacher = f"{format}-{arch}" + (f"-{encoder}" if encoder and format == "smp" else "")
+
+    def settings(self) -> dict[str, object]:
+        return {
+            **self.config.to_dict(),
+            "checkpoint": Path(self.checkpoint).name,
+            "precision": self.precision,
+        }
+
+    def datasets(self, image_size: tuple[int, int]) -> dict[str, DatasetSpec]:
+        size = tuple(image_size)
+        names = list(CITYSCAPES_CLASSES) if self.config.num_classes == 19 else []
+        return {
+            "seg": DatasetSpec(size, "uint8", attrs={"ignore": 255, "classes": json.dumps(names)}),
+            "seg_conf": DatasetSpec(
+                size, "uint8", attrs={"scale": 1.0 / 255.0, "meaning": "max softmax probability"}
+            ),
+        }
+
+    def load(self, device: str) -> Any:
+        return load_segmenter(self.config, device=device)
+
+    def read(self, frame: Frame, calib: Calibration, root: Path) -> np.ndarray:
+        return _read_checked(frame.image_path(root, 2), calib.image_size)
+
+    def infer(self, inputs: list[Any], calib: Calibration, model: Any) -> list[dict[str, np.ndarray]]:
+        seg, conf = predict_segmentation_batch(
+            model, inputs, device=_model_device(model), precision=self.precision
+        )
+        return [{"seg": s, "seg_conf": c} for s, c in zip(seg, conf, strict=True)]
+
+
+STAGES: dict[str, type[Stage]] = {
+    s.name: s for s in (ImagesStage, LidarStage, SgbmStage, PsmnetStage, SegStage)
+}
 
 
 def make_stage(name: str, options: dict[str, Any] | None = None) -> Stage:

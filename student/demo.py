@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from calib.fit import fit_from_labels, format_lut
+from calib.plot import plot_lut
 from labelgen.inspect import inspect_labels, write_previews
 from labelgen.plan import plan_shards, write_plan
 from labelgen.run import format_reports, run_stages
@@ -58,7 +60,8 @@ def sgbm_vs_lidar(labels_dir: Path) -> str:
 
 
 def run_demo(out_dir: str | Path = "demo_out", kitti_root: str | Path | None = None, workers: int = 2) -> str:
-    """Plan, label (images, LiDAR, SGBM), inspect with PNG previews, and size the student."""
+    """Plan, label (images, LiDAR, SGBM), inspect with PNG previews, fit the SGBM-vs-LiDAR bias
+    table, and size the student."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     root, what = demo_data(out_dir, kitti_root)
@@ -66,11 +69,16 @@ def run_demo(out_dir: str | Path = "demo_out", kitti_root: str | Path | None = N
     write_plan(plan_shards(root, shard_size=8), labels, overwrite=True)
     reports = run_stages(labels, list(DEMO_STAGES), workers=workers, progress=False)
     previews = write_previews(labels, out_dir / "previews")
+    lut = fit_from_labels(labels, "sgbm", holdout=0.0, min_count=20, progress=False)
+    lut_path, lut_png = lut.save(out_dir / "lut_sgbm.json"), plot_lut(lut, out_dir / "lut_sgbm.png")
     sections = [
         f"data: {what}",
         "== label generation (labelgen run) ==\n" + format_reports(reports),
         "== label folder (labelgen inspect) ==\n" + inspect_labels(labels),
         "== teacher vs LiDAR ==\n" + sgbm_vs_lidar(labels),
+        "== bias table (calib fit) ==\n"
+        + "\n".join(format_lut(lut).splitlines()[:4])
+        + f"\ntable: {lut_path}\nplot: {lut_png}",
         "== previews ==\n" + "\n".join(str(p) for p in previews),
         "== student variants (multi-task: depth + 19 Cityscapes classes) ==\n"
         + format_table(summarize_variants(sizes=DEFAULT_SIZES))

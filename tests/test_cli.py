@@ -160,6 +160,18 @@ def test_labelgen_plan_run_inspect(tmp_path):
             "Error: /no/labels/plan.json: no plan; run `edgedepth labelgen plan` first",
         ),
         (["labelgen", "inspect", "/no/labels"], "Error: /no/labels/plan.json: no plan"),
+        (
+            ["labelgen", "run", "/no/labels", "--stages", "psmnet"],
+            "Error: stage psmnet needs --psmnet-checkpoint FILE",
+        ),
+        (
+            ["labelgen", "run", "/no/labels", "--stages", "lidar,seg"],
+            "Error: stage seg needs --seg-checkpoint FILE",
+        ),
+        (
+            ["labelgen", "weights", "psmnet-kitti2012", "--out", "/tmp"],
+            "Error: unknown weights 'psmnet-kitti2012'",
+        ),
     ],
 )
 def test_labelgen_errors_are_one_line(args, message):
@@ -173,3 +185,45 @@ def test_console_script_is_installed():
     exe = Path(sys.executable).with_name("edgedepth")
     result = subprocess.run([exe, "--help"], capture_output=True, text=True, check=False, cwd=ROOT)
     assert result.returncode == 0 and "labelgen" in result.stdout
+
+
+def test_calib_fit_apply_plot(tmp_path):
+    from labelgen.synthetic import make_kitti_tree
+
+    tree = make_kitti_tree(
+        tmp_path / "kitti", {"2011_09_26_drive_0001_sync": 2, "2011_09_26_drive_0002_sync": 2}
+    )
+    labels, runner = tmp_path / "labels", CliRunner()
+    assert (
+        runner.invoke(
+            cli.main, ["labelgen", "plan", "--kitti-root", str(tree), "--out", str(labels)]
+        ).exit_code
+        == 0
+    )
+    run = [
+        "labelgen",
+        "run",
+        str(labels),
+        "--stages",
+        "lidar,sgbm",
+        "--workers",
+        "1",
+        "--num-disparities",
+        "32",
+    ]
+    assert runner.invoke(cli.main, [*run, "--no-progress"]).exit_code == 0
+    lut = tmp_path / "lut.json"
+    fit = ["calib", "fit", str(labels), "--teacher", "sgbm", "--out", str(lut), "--holdout", "0.5"]
+    result = runner.invoke(
+        cli.main, [*fit, "--min-count", "5", "--png", str(tmp_path / "fit.png"), "--no-progress"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "teacher sgbm (opencv-sgbm)" in result.output and "fit: 1 drive(s), 2 frames" in result.output
+    assert "held-out (2011_09_26_drive_000" in result.output and "RMSE" in result.output
+    assert lut.is_file() and (tmp_path / "fit.png").read_bytes()[:4] == b"\x89PNG"
+    result = runner.invoke(cli.main, ["calib", "apply", str(lut), str(labels), "--teacher", "sgbm"])
+    assert result.exit_code == 0 and "sgbm_corrected: 2 shards written" in result.output, result.output
+    result = runner.invoke(cli.main, ["calib", "plot", str(lut), "--out", str(tmp_path / "p.png")])
+    assert result.exit_code == 0 and (tmp_path / "p.png").stat().st_size > 10_000
+    result = runner.invoke(cli.main, ["calib", "fit", str(labels), "--teacher", "psmnet", "--out", str(lut)])
+    assert result.exit_code == 2 and result.output.startswith("Error: ") and result.output.count("\n") == 1

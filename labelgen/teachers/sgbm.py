@@ -11,6 +11,8 @@ from dataclasses import asdict, dataclass
 import cv2
 import numpy as np
 
+from labelgen.teachers.stereo import lr_check_mask
+
 _MODE_NAMES = {
     cv2.STEREO_SGBM_MODE_SGBM: "SGBM",
     cv2.STEREO_SGBM_MODE_HH: "HH",
@@ -107,28 +109,12 @@ def sgbm_disparity(
     _check_pair(left, right)
     matcher, pad = _matcher(config), config.num_disparities
     disp_l = _match(matcher, left, right, pad)
-    h, w = disp_l.shape
-    x_r = np.arange(w)[None, :] - np.rint(disp_l).astype(np.int64)
-    valid = (disp_l > 0) & (x_r >= 0)
-    if config.lr_check is not None:
+    if config.lr_check is None:
+        x_r = np.arange(disp_l.shape[1])[None, :] - np.rint(disp_l).astype(np.int64)
+        valid = (disp_l > 0) & (x_r >= 0)
+    else:
         # The right view's disparity is the same matcher run on the mirrored, swapped pair.
         disp_r = _match(matcher, right[:, ::-1], left[:, ::-1], pad)[:, ::-1]
-        d_r = disp_r[np.arange(h)[:, None], np.clip(x_r, 0, w - 1)]
-        valid &= (d_r > 0) & (np.abs(disp_l - d_r) <= config.lr_check)
+        valid = lr_check_mask(disp_l, disp_r, config.lr_check)
     disp_l[~valid] = 0.0
     return disp_l, valid
-
-
-def disparity_to_depth(
-    disparity: np.ndarray, focal: float, baseline: float, valid: np.ndarray | None = None
-) -> np.ndarray:
-    """Metric depth focal * baseline / disparity (float32 m); 0 where disparity <= 0 or not valid."""
-    if focal <= 0 or baseline <= 0:
-        raise ValueError(f"focal and baseline must be positive, got focal={focal}, baseline={baseline}")
-    disparity = np.asarray(disparity, dtype=np.float32)
-    usable = disparity > 0
-    if valid is not None:
-        usable &= np.asarray(valid, dtype=bool)
-    depth = np.zeros(disparity.shape, dtype=np.float32)
-    depth[usable] = np.float32(focal * baseline) / disparity[usable]
-    return depth

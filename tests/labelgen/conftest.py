@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 
 import pytest
 
 from labelgen.synthetic import make_kitti_tree
+from labelgen.teachers.weights import fetch_psmnet_kitti2015
 
 DEFAULT_SAMPLE = Path(__file__).resolve().parents[3] / "shared" / "data" / "kitti_raw_sample"
 
@@ -32,3 +34,25 @@ def kitti_sample() -> Path:
     if not (path / "2011_09_26" / "calib_cam_to_cam.txt").is_file():
         pytest.fail(f"{path}: KITTI sample not found (set EDGEDEPTH_KITTI_SAMPLE)")
     return path
+
+
+def weights_cache() -> Path:
+    """$EDGEDEPTH_WEIGHTS_CACHE, else ~/.cache/edgedepth/weights."""
+    env = os.environ.get("EDGEDEPTH_WEIGHTS_CACHE")
+    return Path(env) if env else Path.home() / ".cache" / "edgedepth" / "weights"
+
+
+@functools.cache
+def kitti2015_checkpoint() -> Path:
+    """The real checkpoint, downloaded once into the cache; fails on CI, skips elsewhere, when offline."""
+    try:
+        return fetch_psmnet_kitti2015(weights_cache())
+    except (RuntimeError, OSError) as err:
+        if os.environ.get("CI"):
+            pytest.fail(f"cannot obtain the PSMNet KITTI 2015 checkpoint: {err}")
+        pytest.skip(f"cannot obtain the PSMNet KITTI 2015 checkpoint: {err}")
+
+
+@pytest.fixture(scope="session")
+def psmnet_kitti2015() -> Path:
+    return kitti2015_checkpoint()

@@ -72,9 +72,7 @@ def test_a_code_executing_pickle_is_refused_and_nothing_runs(tmp_path):
     marker = tmp_path / "pwned"
     path = tmp_path / "evil.pth"
     torch.save({"state_dict": {"w": torch.zeros(1)}, "hook": Exploit(marker)}, path)
-    with pytest.raises(
-        ValueError, match=r"evil\.pth: refused to load"
-    ):
+    with pytest.raises(ValueError, match=r"evil\.pth: refused to load"):
         safe_load(path)
     assert not marker.exists()
     torch.load(path, weights_only=False)  # proof the file is live: an unsafe load runs the command

@@ -13,7 +13,8 @@ from labelgen.lidar import project_lidar
 from labelgen.plan import load_plan, plan_shards, write_plan
 from labelgen.run import format_reports, run_stages
 from labelgen.shards import LabelReader, check_shard, shard_path
-from labelgen.teachers.sgbm import SgbmConfig, disparity_to_depth, sgbm_disparity
+from labelgen.teachers.sgbm import SgbmConfig, sgbm_disparity
+from labelgen.teachers.stereo import disparity_to_depth
 
 FAST = {"sgbm": {"num_disparities": 32}}
 VOLATILE_ATTRS = {"created", "host", "device"}

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 from skimage import data
 
-from labelgen.teachers.sgbm import SgbmConfig, disparity_to_depth, sgbm_disparity
+from labelgen.teachers.sgbm import SgbmConfig, sgbm_disparity
+from labelgen.teachers.stereo import disparity_to_depth
 
 DRIVE = "2011_09_26/2011_09_26_drive_0001_sync"
 GT_DEPTH = "data_depth_annotated/train/2011_09_26_drive_0001_sync/proj_depth/groundtruth/image_02"

@@ -1,0 +1,396 @@
+"""Fitting the bias table from a label folder, and writing the corrected teacher shards.
+
+The teacher's and the LiDAR's shards are joined by shard and row (same plan). Whole drives are
+held out (chosen by a hash of the drive name, so the choice is stable); every other shard is one
+task, ``accumulate_shard``, that returns a small mergeable accumulator, so the fit runs in a plain
+loop or as dask tasks and the reduction (in shard order) gives the same table either way.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import itertools
+import json
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import replace
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+from tqdm import tqdm
+
+from calib.lut import BinAccumulator, Evaluation, FitSettings, Lut, apply_lut, load_lut, lut_from_accumulator
+from labelgen.plan import Plan, ShardPlan, load_plan
+from labelgen.shards import DatasetSpec, ShardWriter, check_shard, decode, remove_stale_tmp, shard_path
+from labelgen.stages import DEPTH_ATTRS
+
+LIDAR = "lidar"
+CORRECTED_SUFFIX = "_corrected"
+IN_FLIGHT = 128  # dask tasks submitted ahead of the in-order merge
+
+
+@functools.lru_cache(maxsize=4)
+def _cached_plan(labels_dir: str, mtime_ns: int) -> Plan:
+    return load_plan(labels_dir)
+
+
+def _plan(labels_dir: str | Path) -> Plan:
+    path = Path(labels_dir) / "plan.json"
+    if not path.is_file():
+        return load_plan(labels_dir)  # raises its one-line error
+    return _cached_plan(str(labels_dir), path.stat().st_mtime_ns)
+
+
+def check_stages(
+    labels_dir: str | Path, teacher: str, lidar: bool = True
+) -> tuple[Plan, dict[str, list[str]]]:
+    """The plan, once the teacher's (and unless ``lidar`` is False the LiDAR's) shard sets are
+    complete and of this plan; also the teacher names and checkpoint SHA-256s in the shards' attrs."""
+    labels_dir = Path(labels_dir)
+    plan = load_plan(labels_dir)
+    if not plan.shards:
+        raise ValueError(f"{labels_dir / 'plan.json'}: the plan has no frames")
+    for stage in ((LIDAR,) if lidar else ()) + (teacher,):
+        _check_stage(labels_dir, plan, stage, "LiDAR" if stage == LIDAR else "teacher")
+    names, checkpoints = set(), set()
+    for shard in plan.shards:
+        with h5py.File(shard_path(labels_dir, teacher, shard.name), "r") as f:
+            if "depth" not in f:
+                raise ValueError(f"{f.filename}: no `depth` dataset; {teacher} is not a depth teacher")
+            names.add(str(f.attrs.get("teacher", "")))
+            checkpoints.add(str(f.attrs.get("checkpoint_sha256", "")))
+    return plan, {"teacher": sorted(names), "checkpoint_sha256": sorted(checkpoints)}
+
+
+def _check_stage(labels_dir: Path, plan: Plan, stage: str, role: str) -> None:
+    """One-line errors for a stage whose shards are absent, incomplete or of another plan."""
+    bad = []
+    for shard in plan.shards:
+        status = check_shard(shard_path(labels_dir, stage, shard.name), plan.plan_id, shard.frame_ids)
+        if status.state == "stale" and status.reason == "written for another plan":
+            with h5py.File(status.path, "r") as f:
+                other = str(f.attrs.get("plan_id", ""))[:12]
+            raise ValueError(
+                f"{status.path}: shards of different plans (plan_id {other}... vs {plan.plan_id[:12]}... "
+                f"in plan.json); re-run `edgedepth labelgen run --stages {stage}`"
+            )
+        if not status.complete:
+            bad.append(status)
+    if bad:
+        what = "absent" if len(bad) == len(plan.shards) else "incomplete"
+        first = f"{bad[0].path.name} {bad[0].state}" + (f" ({bad[0].reason})" if bad[0].reason else "")
+        raise ValueError(
+            f"{labels_dir / stage}: {role} stage {stage!r} {what} ({len(plan.shards) - len(bad)}/"
+            f"{len(plan.shards)} shards complete; {first}); run `edgedepth labelgen run --stages {stage}`"
+        )
+
+
+def split_drives(plan: Plan, holdout: float) -> tuple[list[int], list[int], list[str]]:
+    """(fit shard indices, held-out shard indices, held-out drives): drives in order of the SHA-256
+    of their name, the shortest prefix whose frames reach ``holdout`` of all frames is held out."""
+    if not 0 <= holdout < 1:
+        raise ValueError(f"holdout must be in [0, 1), got {holdout}")
+    frames: dict[str, int] = {}
+    for shard in plan.shards:
+        frames[shard.drive] = frames.get(shard.drive, 0) + len(shard.frame_ids)
+    order = sorted(frames, key=lambda d: hashlib.sha256(d.encode()).hexdigest())
+    target, held = holdout * sum(frames.values()), []
+    for drive in order:
+        if sum(frames[d] for d in held) >= target:
+            break
+        held.append(drive)
+    if len(held) == len(frames):
+        raise ValueError(
+            f"holdout {holdout:g} leaves no drive to fit on ({len(frames)} drive(s) in the plan); "
+            "use --holdout 0"
+        )
+    fit = [s.index for s in plan.shards if s.drive not in held]
+    return fit, [s.index for s in plan.shards if s.drive in held], sorted(held)
+
+
+def shard_pairs(
+    labels_dir: str | Path, teacher: str, shard: ShardPlan
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(teacher depth as stored, LiDAR depth float32) of each frame that is ok in both shards."""
+    t_path, l_path = shard_path(labels_dir, teacher, shard.name), shard_path(labels_dir, LIDAR, shard.name)
+    with h5py.File(t_path, "r") as ft, h5py.File(l_path, "r") as fl:
+        if ft.attrs.get("plan_id") != fl.attrs.get("plan_id"):
+            raise ValueError(f"{t_path}: shards of different plans (its plan_id differs from {l_path})")
+        ok = ft["ok"][()] & fl["ok"][()]
+        t_set, l_set = ft["depth"], fl["depth"]
+        for row in np.flatnonzero(ok):
+            yield _stored_depth(t_set, row), decode(l_set, l_set[row])
+
+
+def _stored_depth(dataset: h5py.Dataset, row: int) -> np.ndarray:
+    """A depth row in its stored float dtype (scaled integer storage is decoded to float32)."""
+    raw = dataset[row]
+    return raw if raw.dtype.kind == "f" and "scale" not in dataset.attrs else decode(dataset, raw)
+
+
+def accumulate_shard(
+    labels_dir: str | Path, teacher: str, shard_index: int, settings: FitSettings | dict
+) -> BinAccumulator:
+    """The accumulator of one shard (a dask task: small arguments, small picklable result).
+    Its reservoir RNG is seeded by (seed, shard index), so results do not depend on scheduling."""
+    settings = settings if isinstance(settings, FitSettings) else FitSettings(**settings)
+    shard = _plan(labels_dir).shards[shard_index]
+    acc = BinAccumulator(settings.edges, settings.reservoir_size, seed=[settings.seed, 2, shard_index])
+    for teacher_depth, lidar_depth in shard_pairs(labels_dir, teacher, shard):
+        acc.add(teacher_depth, lidar_depth)
+    return acc
+
+
+def evaluate_shard(labels_dir: str | Path, teacher: str, shard_index: int, lut: Lut) -> Evaluation:
+    """Held-out figures of one shard before and after ``lut`` (a dask task like accumulate_shard)."""
+    evaluation = Evaluation(lut)
+    for teacher_depth, lidar_depth in shard_pairs(labels_dir, teacher, _plan(labels_dir).shards[shard_index]):
+        evaluation.add(teacher_depth, lidar_depth)
+    return evaluation
+
+
+def _reduce(
+    task: Callable[..., Any],
+    args: tuple[str, str],
+    indices: Sequence[int],
+    extra: Any,
+    client: Any,
+    progress: bool,
+    desc: str,
+) -> Any:
+    """Run ``task(*args, index, extra)`` per shard (loop or dask) and merge the results in shard order."""
+    total = None
+    with tqdm(total=len(indices), unit="shard", desc=desc, disable=not progress) as bar:
+        if client is None:
+            results: Iterator[Any] = (task(*args, i, extra) for i in indices)
+        else:
+            results = _dask_results(client, task, args, indices, extra)
+        for result in results:
+            total = result if total is None else total.merge(result)
+            bar.update(1)
+    return total
+
+
+def _dask_results(
+    client: Any, task: Callable[..., Any], args: tuple[str, str], indices: Sequence[int], extra: Any
+) -> Iterator[Any]:
+    """Task results in shard order, with at most IN_FLIGHT tasks submitted and not yet consumed
+    (bounds the memory the cluster holds for finished accumulators: about 1.3 MB each)."""
+    todo, pending = iter(indices), deque()
+    for i in itertools.islice(todo, IN_FLIGHT):
+        pending.append(client.submit(task, *args, i, extra, pure=False))
+    while pending:
+        result = pending.popleft().result()  # released once the reference goes
+        for i in itertools.islice(todo, 1):
+            pending.append(client.submit(task, *args, i, extra, pure=False))
+        yield result
+
+
+def fit_from_labels(
+    labels_dir: str | Path,
+    teacher: str = "sgbm",
+    holdout: float = 0.1,
+    client: Any = None,
+    *,
+    bin_width: float = 1.0,
+    min_depth: float = 1,
+    max_depth: float = 80,
+    stat: str = "mean",
+    min_count: int = 100,
+    progress: bool = True,
+    **options: Any,
+) -> Lut:
+    """Fit the table on the label folder's non-held-out drives (dask when ``client`` is given) and
+    report RMSE / Abs Rel before and after correction on the held-out ones."""
+    labels_dir = Path(labels_dir).resolve()
+    settings = FitSettings(bin_width, min_depth, max_depth, stat, min_count, **options)
+    plan, teacher_info = check_stages(labels_dir, teacher)
+    fit_idx, held_idx, held_drives = split_drives(plan, holdout)
+    args = (str(labels_dir), teacher)
+    acc = _reduce(accumulate_shard, args, fit_idx, settings, client, progress, "fit")
+    try:
+        lut = lut_from_accumulator(acc, settings)
+    except ValueError as err:
+        raise ValueError(f"{labels_dir}: {err}") from None
+    fit_drives = sorted({plan.shards[i].drive for i in fit_idx})
+    source = {
+        "labels_dir": str(labels_dir),
+        "plan_id": plan.plan_id,
+        "teacher_stage": teacher,
+        **teacher_info,
+        "holdout": holdout,
+        "shards": [plan.shards[i].name for i in fit_idx],
+        "drives": fit_drives,
+        "frames": acc.frames,
+        "pixels": int(acc.counts.sum()),
+    }
+    heldout = None
+    if held_idx:
+        evaluation = _reduce(evaluate_shard, args, held_idx, lut, client, progress, "held-out")
+        heldout = {
+            "drives": held_drives,
+            "shards": [plan.shards[i].name for i in held_idx],
+            **evaluation.to_dict(),
+        }
+    return replace(lut, source=source, heldout=heldout)
+
+
+def _tool_version() -> str:
+    try:
+        return version("edgedepth")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
+def write_corrected(
+    labels_dir: str | Path,
+    lut: Lut | str | Path,
+    teacher: str = "sgbm",
+    lut_path: str | Path | None = None,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Write ``LABELS/<teacher>_corrected/shard-*.h5`` (depth float16 = apply_lut of the teacher's),
+    skipping shards already written with the same table and the same teacher shard; a summary."""
+    if not isinstance(lut, Lut):
+        lut_path, lut = lut, load_lut(lut)
+    labels_dir = Path(labels_dir).resolve()
+    plan, info = check_stages(labels_dir, teacher, lidar=False)
+    _check_lut_matches(lut, teacher, info, lut_path)
+    stage = f"{teacher}{CORRECTED_SUFFIX}"
+    written = failed = 0
+    for shard in tqdm(plan.shards, unit="shard", desc=stage, disable=not progress):
+        source = _source_identity(labels_dir, teacher, shard, lut)
+        target = shard_path(labels_dir, stage, shard.name)
+        if not _is_current(target, plan, shard, source):
+            failed += _write_corrected_shard(labels_dir, plan, teacher, shard, lut, lut_path, source)
+            written += 1
+        else:
+            failed += len(check_shard(target, plan.plan_id, shard.frame_ids).failures)
+    return {
+        "stage": stage,
+        "path": str(labels_dir / stage),
+        "lut_sha256": lut.sha256,
+        "shards": len(plan.shards),
+        "written": written,
+        "skipped": len(plan.shards) - written,
+        "frames": len(plan.frame_ids),
+        "frames_failed": failed,
+    }
+
+
+def _check_lut_matches(lut: Lut, teacher: str, info: dict[str, list[str]], lut_path: Any) -> None:
+    """A table fitted on another teacher stage or checkpoint does not describe these shards."""
+    name = lut_path or "lut"
+    fitted = lut.source.get("teacher_stage")
+    if fitted and fitted != teacher:
+        raise ValueError(f"{name}: fitted on teacher stage {fitted!r}, not {teacher!r}")
+    known = set(lut.source.get("checkpoint_sha256") or [])
+    if known and not set(info["checkpoint_sha256"]) <= known:
+        raise ValueError(f"{name}: fitted on another {teacher} checkpoint than the shards hold")
+
+
+def _source_identity(labels_dir: Path, teacher: str, shard: ShardPlan, lut: Lut) -> dict[str, Any]:
+    """What a corrected shard depends on: the table and the teacher shard it was computed from."""
+    with h5py.File(shard_path(labels_dir, teacher, shard.name), "r") as f:
+        return {
+            "lut_sha256": lut.sha256,
+            "source_stage": teacher,
+            "source_settings": str(f.attrs.get("settings", "")),
+            "source_created": str(f.attrs.get("created", "")),
+        }
+
+
+def _is_current(path: Path, plan: Plan, shard: ShardPlan, source: dict[str, Any]) -> bool:
+    if not check_shard(path, plan.plan_id, shard.frame_ids).complete:
+        return False
+    with h5py.File(path, "r") as f:
+        settings = json.loads(f.attrs.get("settings", "{}"))
+    return all(settings.get(k) == v for k, v in source.items())
+
+
+def _write_corrected_shard(
+    labels_dir: Path,
+    plan: Plan,
+    teacher: str,
+    shard: ShardPlan,
+    lut: Lut,
+    lut_path: Any,
+    source: dict[str, Any],
+) -> int:
+    """Write one corrected shard atomically; returns its number of failed (carried-over) frames."""
+    target = shard_path(labels_dir, f"{teacher}{CORRECTED_SUFFIX}", shard.name)
+    remove_stale_tmp(target)
+    with h5py.File(shard_path(labels_dir, teacher, shard.name), "r") as f:
+        attrs = {
+            "stage": f"{teacher}{CORRECTED_SUFFIX}",
+            "plan_id": plan.plan_id,
+            "shard_index": shard.index,
+            "shard_name": shard.name,
+            "teacher": f.attrs.get("teacher", ""),
+            "checkpoint_sha256": f.attrs.get("checkpoint_sha256", ""),
+            "calibration": f.attrs.get("calibration", "{}"),
+            "settings": {**source, "lut_path": str(Path(lut_path).resolve()) if lut_path else None},
+            "tool_version": _tool_version(),
+            "device": "cpu",
+            "lut_sha256": lut.sha256,
+        }
+        depth, ok, why = f["depth"], f["ok"][()], f["failure"][()]
+        spec = {"depth": DatasetSpec(tuple(depth.shape[1:]), "float16", attrs=DEPTH_ATTRS)}
+        with ShardWriter(target, shard.frame_ids, spec, attrs) as writer:
+            for row in range(len(shard.frame_ids)):
+                if ok[row]:
+                    corrected = apply_lut(_stored_depth(depth, row), lut)
+                    writer.write(row, {"depth": corrected.astype(np.float16)})
+                else:
+                    reason = why[row].decode() if isinstance(why[row], bytes) else str(why[row])
+                    writer.fail(row, reason)
+    return int((~ok).sum())
+
+
+def format_lut(lut: Lut) -> str:
+    """A text report of a fit: source, held-out figures, and one row per bin."""
+    s, src, held = lut.settings, lut.source, lut.heldout
+    populated = np.flatnonzero(~lut.filled)
+    lines = [
+        f"teacher {src.get('teacher_stage', '?')} ({', '.join(src.get('teacher', [])) or '?'}), "
+        f"stat {s['stat']}, {len(lut.count)} bins of {s['bin_width']:g} m over "
+        f"[{lut.edges[0]:g}, {lut.edges[-1]:g}) m, min count {s['min_count']}",
+        f"fit: {len(src.get('drives', []))} drive(s), {src.get('frames', '?')} frames, "
+        f"{int(lut.count.sum())} pixels; populated bins {len(populated)}/{len(lut.count)}",
+        f"{s['stat']} error lidar - teacher over populated bins: "
+        f"{np.min(lut.value[populated]):+.3f} .. {np.max(lut.value[populated]):+.3f} m",
+    ]
+    if held and held.get("pixels"):
+        lines.append(
+            f"held-out ({', '.join(held['drives'])}; {held['frames']} frames, {held['pixels']} pixels): "
+            f"RMSE {held['rmse_before']:.3f} -> {held['rmse_after']:.3f} m, "
+            f"Abs Rel {held['abs_rel_before']:.4f} -> {held['abs_rel_after']:.4f}"
+        )
+    else:
+        lines.append("held-out: none")
+    lines += _bin_rows(lut)
+    return "\n".join(lines)
+
+
+def _bin_rows(lut: Lut) -> list[str]:
+    """One row per bin from the first to the last bin with pixels (the rest is held constant)."""
+    s = lut.settings
+    level = f"{s['ci_level']:.0%} CI"
+    rows = [f"{'bin (m)':>13}{'count':>10}{s['stat']:>9}{'std':>8}{level:>20}{'correction':>12}"]
+    seen = np.flatnonzero(lut.count > 0)
+    for b in range(seen[0], seen[-1] + 1):
+        value = "" if np.isnan(lut.value[b]) else f"{lut.value[b]:+.3f}"
+        std = "" if np.isnan(lut.std[b]) else f"{lut.std[b]:.3f}"
+        ci = "" if np.isnan(lut.ci_low[b]) else f"[{lut.ci_low[b]:+.3f}, {lut.ci_high[b]:+.3f}]"
+        rows.append(
+            f"{f'{lut.edges[b]:g}-{lut.edges[b + 1]:g}':>13}{lut.count[b]:>10}{value:>9}{std:>8}{ci:>20}"
+            f"{lut.correction[b]:>+12.3f}" + ("  filled" if lut.filled[b] else "")
+        )
+    rest = len(lut.count) - len(rows) + 1
+    if rest:
+        rows.append(f"({rest} bins without pixels outside this range hold the end values)")
+    return rows
