@@ -119,17 +119,24 @@ def test_demo_runs_the_pipeline_and_prints_every_variant(tmp_path, monkeypatch):
     ]
 
 
-def test_labelgen_plan_run_inspect(tmp_path):
+def plan_and_label(tmp_path: Path, drives: dict[str, int], shard_size: int = 64) -> tuple[Path, str]:
+    """`labelgen plan` + `labelgen run --stages lidar,sgbm` on a synthetic tree; the run's output."""
     from labelgen.synthetic import make_kitti_tree
 
-    tree = make_kitti_tree(tmp_path / "kitti", {"2011_09_26_drive_0001_sync": 3})
-    labels = tmp_path / "labels"
-    runner = CliRunner()
-    result = runner.invoke(
-        cli.main, ["labelgen", "plan", "--kitti-root", str(tree), "--out", str(labels), "--shard-size", "2"]
-    )
-    assert result.exit_code == 0 and "3 frames in 2 shards" in result.output, result.output
-    args = [
+    tree, labels = make_kitti_tree(tmp_path / "kitti", drives), tmp_path / "labels"
+    plan = [
+        "labelgen",
+        "plan",
+        "--kitti-root",
+        str(tree),
+        "--out",
+        str(labels),
+        "--shard-size",
+        str(shard_size),
+    ]
+    result = CliRunner().invoke(cli.main, plan)
+    assert result.exit_code == 0 and f"{sum(drives.values())} frames" in result.output, result.output
+    run = [
         "labelgen",
         "run",
         str(labels),
@@ -139,11 +146,16 @@ def test_labelgen_plan_run_inspect(tmp_path):
         "1",
         "--num-disparities",
         "32",
-        "--no-progress",
     ]
-    result = runner.invoke(cli.main, args)
+    result = CliRunner().invoke(cli.main, [*run, "--no-progress"])
     assert result.exit_code == 0, result.output
-    assert result.output.splitlines()[3].split()[:5] == ["sgbm", "2/2", "3", "0", "0"]
+    return labels, result.output
+
+
+def test_labelgen_plan_run_inspect(tmp_path):
+    labels, output = plan_and_label(tmp_path, {"2011_09_26_drive_0001_sync": 3}, shard_size=2)
+    assert output.splitlines()[3].split()[:5] == ["sgbm", "2/2", "3", "0", "0"]
+    runner = CliRunner()
     result = runner.invoke(cli.main, ["labelgen", "inspect", str(labels), "--png", str(tmp_path / "png")])
     assert result.exit_code == 0 and "[sgbm]" in result.output and "wrote" in result.output, result.output
 
@@ -188,30 +200,8 @@ def test_console_script_is_installed():
 
 
 def test_calib_fit_apply_plot(tmp_path):
-    from labelgen.synthetic import make_kitti_tree
-
-    tree = make_kitti_tree(
-        tmp_path / "kitti", {"2011_09_26_drive_0001_sync": 2, "2011_09_26_drive_0002_sync": 2}
-    )
-    labels, runner = tmp_path / "labels", CliRunner()
-    assert (
-        runner.invoke(
-            cli.main, ["labelgen", "plan", "--kitti-root", str(tree), "--out", str(labels)]
-        ).exit_code
-        == 0
-    )
-    run = [
-        "labelgen",
-        "run",
-        str(labels),
-        "--stages",
-        "lidar,sgbm",
-        "--workers",
-        "1",
-        "--num-disparities",
-        "32",
-    ]
-    assert runner.invoke(cli.main, [*run, "--no-progress"]).exit_code == 0
+    labels, _ = plan_and_label(tmp_path, {"2011_09_26_drive_0001_sync": 2, "2011_09_26_drive_0002_sync": 2})
+    runner = CliRunner()
     lut = tmp_path / "lut.json"
     fit = ["calib", "fit", str(labels), "--teacher", "sgbm", "--out", str(lut), "--holdout", "0.5"]
     result = runner.invoke(

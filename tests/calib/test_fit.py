@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import os
 import shutil
 from pathlib import Path
 
@@ -22,19 +21,6 @@ from labelgen.synthetic import make_kitti_tree
 FAST = {"sgbm": {"num_disparities": 32}}
 DRIVES = {"2011_09_26_drive_0001_sync": 3, "2011_09_26_drive_0002_sync": 2, "2011_09_28_drive_0001_sync": 2}
 SMALL = {"min_count": 20, "n_bootstrap": 100, "progress": False}
-DEFAULT_SAMPLE = Path(__file__).resolve().parents[3] / "shared" / "data" / "kitti_raw_sample"
-
-
-@pytest.fixture(scope="session")
-def kitti_sample() -> Path:
-    """The real KITTI frame: $EDGEDEPTH_KITTI_SAMPLE (required in CI), else the shared copy."""
-    env = os.environ.get("EDGEDEPTH_KITTI_SAMPLE")
-    if not env and os.environ.get("CI"):
-        pytest.fail("EDGEDEPTH_KITTI_SAMPLE is not set; .ci/run must point it at the KITTI sample")
-    path = Path(env) if env else DEFAULT_SAMPLE
-    if not (path / "2011_09_26" / "calib_cam_to_cam.txt").is_file():
-        pytest.fail(f"{path}: KITTI sample not found (set EDGEDEPTH_KITTI_SAMPLE)")
-    return path
 
 
 @pytest.fixture(scope="module")

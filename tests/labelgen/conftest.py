@@ -11,8 +11,6 @@ import pytest
 from labelgen.synthetic import make_kitti_tree
 from labelgen.teachers.weights import fetch_psmnet_kitti2015
 
-DEFAULT_SAMPLE = Path(__file__).resolve().parents[3] / "shared" / "data" / "kitti_raw_sample"
-
 
 @pytest.fixture
 def kitti_tree(tmp_path: Path) -> Path:
@@ -22,18 +20,6 @@ def kitti_tree(tmp_path: Path) -> Path:
         {"2011_09_26_drive_0001_sync": 5, "2011_09_26_drive_0002_sync": 3, "2011_09_28_drive_0001_sync": 3},
         {"2011_09_26": (64, 160), "2011_09_28": (62, 156)},
     )
-
-
-@pytest.fixture(scope="session")
-def kitti_sample() -> Path:
-    """The real KITTI frame: $EDGEDEPTH_KITTI_SAMPLE (required in CI), else the shared copy."""
-    env = os.environ.get("EDGEDEPTH_KITTI_SAMPLE")
-    if not env and os.environ.get("CI"):
-        pytest.fail("EDGEDEPTH_KITTI_SAMPLE is not set; .ci/run must point it at the KITTI sample")
-    path = Path(env) if env else DEFAULT_SAMPLE
-    if not (path / "2011_09_26" / "calib_cam_to_cam.txt").is_file():
-        pytest.fail(f"{path}: KITTI sample not found (set EDGEDEPTH_KITTI_SAMPLE)")
-    return path
 
 
 def weights_cache() -> Path:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 
@@ -14,7 +13,6 @@ from labelgen.kitti import Calibration, read_calibration, read_velodyne
 from labelgen.lidar import depth_to_png16, png16_to_depth, project_lidar
 
 F, CX, CY, H, W = 100.0, 50.0, 25.0, 50, 100
-DEFAULT_SAMPLE = Path("/work/shared/data/kitti_raw_sample")
 DRIVE = "2011_09_26_drive_0001_sync"
 
 
@@ -120,21 +118,6 @@ def test_png16_round_trip() -> None:
 # --- the real KITTI frame ---------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def sample_root() -> Path:
-    env = os.environ.get("EDGEDEPTH_KITTI_SAMPLE")
-    if env:
-        root = Path(env)
-        if not root.is_dir():
-            pytest.fail(f"EDGEDEPTH_KITTI_SAMPLE={env} is not a folder")
-        return root
-    if os.environ.get("CI"):
-        pytest.fail("CI is set but EDGEDEPTH_KITTI_SAMPLE is not: point it at the KITTI raw sample folder")
-    if not DEFAULT_SAMPLE.is_dir():
-        pytest.skip(f"{DEFAULT_SAMPLE} not found; set EDGEDEPTH_KITTI_SAMPLE")
-    return DEFAULT_SAMPLE
-
-
 def _agreement(ours: np.ndarray, reference: np.ndarray) -> float:
     """Share of reference pixels with a value of ours within 1 px (3x3) agreeing within 1 %."""
     rows, cols = np.nonzero(reference)
@@ -149,11 +132,11 @@ def _agreement(ours: np.ndarray, reference: np.ndarray) -> float:
 
 
 @pytest.mark.parametrize("cam", [2, 3])
-def test_matches_kitti_velodyne_raw(sample_root: Path, cam: int) -> None:
-    calib = read_calibration(sample_root / "2011_09_26")
-    points = read_velodyne(sample_root / "2011_09_26" / DRIVE / "velodyne_points/data/0000000005.bin")
+def test_matches_kitti_velodyne_raw(kitti_sample: Path, cam: int) -> None:
+    calib = read_calibration(kitti_sample / "2011_09_26")
+    points = read_velodyne(kitti_sample / "2011_09_26" / DRIVE / "velodyne_points/data/0000000005.bin")
     png = (
-        sample_root
+        kitti_sample
         / f"data_depth_annotated/train/{DRIVE}/proj_depth/velodyne_raw/image_0{cam}/0000000005.png"
     )
     raw = cv2.imread(str(png), cv2.IMREAD_UNCHANGED)

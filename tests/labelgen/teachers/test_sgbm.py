@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import cv2
@@ -78,17 +77,6 @@ def test_middlebury_motorcycle_and_the_lr_check_removes_mostly_wrong_pixels():
     assert share_within_2px(plain, matched & ~kept & known) <= 0.75
 
 
-def _kitti_root() -> Path:
-    if "EDGEDEPTH_KITTI_SAMPLE" in os.environ:
-        return Path(os.environ["EDGEDEPTH_KITTI_SAMPLE"])
-    if os.environ.get("CI"):
-        pytest.fail("EDGEDEPTH_KITTI_SAMPLE must point at the KITTI raw sample on CI")
-    default = Path("/work/shared/data/kitti_raw_sample")
-    if not default.is_dir():
-        pytest.skip(f"no KITTI sample: set EDGEDEPTH_KITTI_SAMPLE (default {default} is missing)")
-    return default
-
-
 def _rgb(path: Path) -> np.ndarray:
     image = cv2.imread(str(path), cv2.IMREAD_COLOR)
     assert image is not None, f"cannot read {path}"
@@ -102,8 +90,8 @@ def _focal_and_baseline(calib: Path) -> tuple[float, float]:
     return p2[0, 0], (p2[0, 3] - p3[0, 3]) / p2[0, 0]
 
 
-def test_real_kitti_frame_matches_annotated_depth():
-    root = _kitti_root()
+def test_real_kitti_frame_matches_annotated_depth(kitti_sample):
+    root = kitti_sample
     left = _rgb(root / DRIVE / "image_02/data/0000000005.png")
     right = _rgb(root / DRIVE / "image_03/data/0000000005.png")
     focal, baseline = _focal_and_baseline(root / "2011_09_26/calib_cam_to_cam.txt")
