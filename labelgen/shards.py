@@ -229,6 +229,21 @@ class LabelReader:
     def __len__(self) -> int:
         return len(self._index)
 
+    @property
+    def frame_ids(self) -> list[str]:
+        """Frame id of every row, in plan order."""
+        return self.plan.frame_ids
+
+    def all_ok(self) -> np.ndarray:
+        """Per row: True where every stage labelled the frame (reads only the ``ok`` datasets)."""
+        flags = []
+        for shard in self.plan.shards:
+            ok = np.ones(len(shard.frame_ids), dtype=bool)
+            for stage in self.stages:
+                ok &= self._open(shard_path(self.labels_dir, stage, shard.name))["ok"][()]
+            flags.append(ok)
+        return np.concatenate(flags)
+
     def __getitem__(self, i: int) -> dict[str, object]:
         shard_no, row = self._index[i]
         shard = self.plan.shards[shard_no]
