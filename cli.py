@@ -177,7 +177,6 @@ def labelgen_run(
 ) -> None:
     """Run label stages over every shard of the plan (resumes: complete shards are skipped)."""
     from labelgen.run import format_reports, run_stages
-    from student.bench import resolve_device
 
     names = [s.strip() for s in stages.split(",") if s.strip()]
     if "psmnet" in names and not psmnet_checkpoint:
@@ -210,7 +209,7 @@ def labelgen_run(
         names,
         workers=workers,
         scheduler=scheduler,
-        device=resolve_device(device),
+        device=device,
         batch_size=batch_size,
         overwrite=overwrite,
         stage_options={n: options.get(n, {}) for n in names},
@@ -379,7 +378,8 @@ def _summary_options(func: Callable[..., Any]) -> Callable[..., Any]:
 @_friendly_errors
 def student_summary(variants, sizes, num_classes, no_seg, latency, device, repeats) -> None:
     """Parameters, multiply-adds and output size of each student variant."""
-    from student.bench import DEFAULT_SIZES, format_table, resolve_device, summarize_variants
+    from labelgen.devices import resolve_device
+    from student.bench import DEFAULT_SIZES, format_table, summarize_variants
 
     rows = summarize_variants(
         variants or VARIANT_NAMES,

@@ -12,7 +12,8 @@ from pathlib import Path
 import click
 import torch
 
-from student.bench import DEFAULT_SIZES, format_table, plot_latency, resolve_device, summarize_variants
+from labelgen.devices import resolve_device
+from student.bench import DEFAULT_SIZES, format_table, plot_latency, summarize_variants
 
 
 @click.command()

@@ -23,6 +23,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from labelgen.devices import resolve_device
 from labelgen.plan import Plan, ShardPlan, load_plan
 from labelgen.shards import ShardWriter, check_shard, remove_stale_tmp, shard_path
 from labelgen.stages import make_stage
@@ -50,7 +51,9 @@ def _cached_model(stage_name: str, options_json: str, device: str) -> Any:
 
 
 def _worker_device(device: str) -> str:
-    """Spread a multi-GPU local cluster: worker N of a plain ``cuda`` request uses GPU N mod count."""
+    """The device on this worker: ``auto`` resolved here (the driver may have no GPU), and a plain
+    ``cuda`` spread over a multi-GPU machine (worker N uses GPU N mod count)."""
+    device = resolve_device(device)
     if device != "cuda":
         return device
     import torch
@@ -237,6 +240,8 @@ def run_stages(
     """Run ``stages`` over every shard of the plan in ``labels_dir``; returns one report per stage."""
     labels_dir = Path(labels_dir).resolve()
     plan = load_plan(labels_dir)
+    if scheduler is None:  # a local cluster uses this machine's devices; remote workers resolve their own
+        device = resolve_device(device)
     options = {name: dict((stage_options or {}).get(name) or {}) for name in stages}
     gpu_stages = {name for name in stages if _validated_stage(name, options[name]).gpu}
     todo: list[tuple[str, ShardPlan]] = []

@@ -97,15 +97,6 @@ def _wxh(size: tuple[int, int]) -> str:
     return f"{size[1]}x{size[0]}"
 
 
-def resolve_device(name: str) -> str:
-    """``auto`` -> ``cuda`` when available else ``cpu``; ``cuda`` without a GPU is a clear error."""
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} requested but no CUDA device is available (CPU-only machine?)")
-    return name
-
-
 def plot_latency(rows: Sequence[VariantRow], path: str, title: str = "student latency") -> None:
     """Bar chart of latency per variant and input size, with MACs annotated, written as PNG."""
     import matplotlib

@@ -143,8 +143,11 @@ def test_bad_frames_are_recorded_and_the_rest_goes_on(kitti_tree, tmp_path):
     assert status.complete and [f for f, _ in status.failures] == [frames[1].frame_id]
 
 
-def test_bad_input_errors(kitti_tree, tmp_path):
+def test_bad_input_errors(kitti_tree, tmp_path, monkeypatch):
     write_plan(plan_shards(kitti_tree), tmp_path)
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    with pytest.raises(ValueError, match="device 'cuda' requested but no CUDA device is available"):
+        run_stages(tmp_path, ["lidar"], device="cuda", progress=False)
     with pytest.raises(ValueError, match="unknown stage 'psmnt'; available: images, lidar, sgbm"):
         run_stages(tmp_path, ["psmnt"], progress=False)
     with pytest.raises(ValueError, match="stage sgbm: bad option"):

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import pytest
-
-from student.bench import VariantRow, format_table, plot_latency, resolve_device, summarize_variants
+from student.bench import VariantRow, format_table, plot_latency, summarize_variants
 from student.model import build_student, count_macs
 
 
@@ -33,13 +31,3 @@ def test_latency_chart_is_a_png(tmp_path):
     path = tmp_path / "speed.png"
     plot_latency(rows, str(path))
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 5000
-
-
-def test_resolve_device(monkeypatch):
-    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
-    assert resolve_device("auto") == "cpu"
-    assert resolve_device("cpu") == "cpu"
-    with pytest.raises(ValueError, match="'cuda:1' requested but no CUDA device is available"):
-        resolve_device("cuda:1")
-    monkeypatch.setattr("torch.cuda.is_available", lambda: True)
-    assert resolve_device("auto") == "cuda"
