@@ -342,7 +342,7 @@ def calib_plot(lut_path, out_png) -> None:
 
 @main.group(short_help="The student network: summary, benchmarks.")
 def student() -> None:
-    """The depth + segmentation student: summary, training, evaluation, export, benchmarks."""
+    """The 0.32 M-parameter depth + segmentation student network: size, cost and speed."""
 
 
 def _summary_options(func: Callable[..., Any]) -> Callable[..., Any]:
