@@ -9,16 +9,12 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
 import click
 
-try:
-    __version__ = version("edgedepth")
-except PackageNotFoundError:  # running from a source tree that was never installed
-    __version__ = "0+unknown"
+from labelgen import __version__
 
 VARIANT_NAMES = ("L", "M", "S", "XS")
 

@@ -8,14 +8,12 @@ loop or as dask tasks and the reduction (in shard order) gives the same table ei
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import itertools
 import json
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
@@ -24,25 +22,13 @@ import numpy as np
 from tqdm import tqdm
 
 from calib.lut import BinAccumulator, Evaluation, FitSettings, Lut, apply_lut, load_lut, lut_from_accumulator
-from labelgen.plan import Plan, ShardPlan, load_plan
+from labelgen.plan import Plan, ShardPlan, load_plan, load_plan_cached
 from labelgen.shards import DatasetSpec, ShardWriter, check_shard, decode, remove_stale_tmp, shard_path
 from labelgen.stages import DEPTH_ATTRS
 
 LIDAR = "lidar"
 CORRECTED_SUFFIX = "_corrected"
 IN_FLIGHT = 128  # dask tasks submitted ahead of the in-order merge
-
-
-@functools.lru_cache(maxsize=4)
-def _cached_plan(labels_dir: str, mtime_ns: int) -> Plan:
-    return load_plan(labels_dir)
-
-
-def _plan(labels_dir: str | Path) -> Plan:
-    path = Path(labels_dir) / "plan.json"
-    if not path.is_file():
-        return load_plan(labels_dir)  # raises its one-line error
-    return _cached_plan(str(labels_dir), path.stat().st_mtime_ns)
 
 
 def check_stages(
@@ -138,7 +124,7 @@ def accumulate_shard(
     """The accumulator of one shard (a dask task: small arguments, small picklable result).
     Its reservoir RNG is seeded by (seed, shard index), so results do not depend on scheduling."""
     settings = settings if isinstance(settings, FitSettings) else FitSettings(**settings)
-    shard = _plan(labels_dir).shards[shard_index]
+    shard = load_plan_cached(labels_dir).shards[shard_index]
     acc = BinAccumulator(settings.edges, settings.reservoir_size, seed=[settings.seed, 2, shard_index])
     for teacher_depth, lidar_depth in shard_pairs(labels_dir, teacher, shard):
         acc.add(teacher_depth, lidar_depth)
@@ -148,7 +134,9 @@ def accumulate_shard(
 def evaluate_shard(labels_dir: str | Path, teacher: str, shard_index: int, lut: Lut) -> Evaluation:
     """Held-out figures of one shard before and after ``lut`` (a dask task like accumulate_shard)."""
     evaluation = Evaluation(lut)
-    for teacher_depth, lidar_depth in shard_pairs(labels_dir, teacher, _plan(labels_dir).shards[shard_index]):
+    for teacher_depth, lidar_depth in shard_pairs(
+        labels_dir, teacher, load_plan_cached(labels_dir).shards[shard_index]
+    ):
         evaluation.add(teacher_depth, lidar_depth)
     return evaluation
 
@@ -239,13 +227,6 @@ def fit_from_labels(
     return replace(lut, source=source, heldout=heldout)
 
 
-def _tool_version() -> str:
-    try:
-        return version("edgedepth")
-    except PackageNotFoundError:
-        return "0+unknown"
-
-
 def write_corrected(
     labels_dir: str | Path,
     lut: Lut | str | Path,
@@ -334,7 +315,6 @@ def _write_corrected_shard(
             "checkpoint_sha256": f.attrs.get("checkpoint_sha256", ""),
             "calibration": f.attrs.get("calibration", "{}"),
             "settings": {**source, "lut_path": str(Path(lut_path).resolve()) if lut_path else None},
-            "tool_version": _tool_version(),
             "device": "cpu",
             "lut_sha256": lut.sha256,
         }

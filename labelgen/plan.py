@@ -8,6 +8,7 @@ Schema: see docs/shards.md.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Sequence
@@ -165,3 +166,16 @@ def load_plan(labels_dir: str | Path) -> Plan:
         return Plan.from_json(path.read_text(), str(path))
     except (KeyError, TypeError, json.JSONDecodeError) as err:
         raise ValueError(f"{path}: malformed plan ({type(err).__name__}: {err})") from None
+
+
+@functools.lru_cache(maxsize=4)
+def _plan_at(labels_dir: str, mtime_ns: int) -> Plan:
+    return load_plan(labels_dir)
+
+
+def load_plan_cached(labels_dir: str | Path) -> Plan:
+    """``load_plan``, parsed once per process while the file is unchanged (for per-shard tasks)."""
+    path = Path(labels_dir) / PLAN_FILE
+    if not path.is_file():
+        return load_plan(labels_dir)  # raises its one-line error
+    return _plan_at(str(labels_dir), path.stat().st_mtime_ns)

@@ -17,31 +17,18 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
 
 from labelgen.devices import resolve_device
-from labelgen.plan import Plan, ShardPlan, load_plan
+from labelgen.plan import Plan, ShardPlan, load_plan, load_plan_cached
 from labelgen.shards import ShardWriter, check_shard, remove_stale_tmp, shard_path
 from labelgen.stages import make_stage
 
 REPORT_FILE = "report.json"
 GPU = {"GPU": 1}
-
-
-def _tool_version() -> str:
-    try:
-        return version("edgedepth")
-    except PackageNotFoundError:
-        return "0+unknown"
-
-
-@functools.lru_cache(maxsize=4)
-def _cached_plan(labels_dir: str, mtime_ns: int) -> Plan:
-    return load_plan(labels_dir)
 
 
 @functools.lru_cache(maxsize=4)
@@ -77,7 +64,7 @@ def process_shard(
 ) -> dict[str, Any]:
     """Label every frame of one shard for one stage and write the shard atomically (a dask task)."""
     started = time.perf_counter()
-    plan = _cached_plan(labels_dir, (Path(labels_dir) / "plan.json").stat().st_mtime_ns)
+    plan = load_plan_cached(labels_dir)
     shard = plan.shards[shard_index]
     stage = make_stage(stage_name, options)
     path = shard_path(labels_dir, stage_name, shard.name)
@@ -93,7 +80,6 @@ def process_shard(
         "checkpoint_sha256": stage.checkpoint_sha256,
         "calibration": calib.to_dict() if calib else {},
         "settings": stage.settings(),
-        "tool_version": _tool_version(),
         "device": device,
     }
     size = tuple(max(1, s) for s in shard.image_size)

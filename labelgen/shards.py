@@ -20,6 +20,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from labelgen import __version__
 from labelgen.plan import Plan, load_plan
 
 SCHEMA_VERSION = 1
@@ -135,6 +136,7 @@ class ShardWriter:
         for key, value in self.attrs.items():
             f.attrs[key] = json.dumps(value, sort_keys=True) if isinstance(value, dict | list) else value
         f.attrs["schema_version"] = SCHEMA_VERSION
+        f.attrs["tool_version"] = __version__
         f.attrs["n_frames"] = len(self.frame_ids)
         f.attrs["n_failed"] = int((~self.ok).sum())
         f.attrs["created"] = datetime.now(UTC).isoformat(timespec="seconds")

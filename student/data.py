@@ -18,10 +18,10 @@ from torch.utils.data import Dataset
 
 from calib.lut import Lut, apply_lut, load_lut
 from labelgen.shards import LabelReader
+from labelgen.teachers import IMAGENET_MEAN, IMAGENET_STD
 from student.model import check_input_size
 
-IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
-IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
+MEAN, STD = np.float32(IMAGENET_MEAN), np.float32(IMAGENET_STD)
 TRAIN_SIZE = (320, 1056)  # (height, width): the paper's training input
 IGNORE_INDEX = 255
 
@@ -64,7 +64,7 @@ class LabelDataset(Dataset):
         item = self.reader[self.rows[index]]
         height, width = self.size
         image = cv2.resize(item["images/image"], (width, height), interpolation=cv2.INTER_AREA)
-        image = (image.astype(np.float32) / 255.0 - IMAGENET_MEAN) / IMAGENET_STD
+        image = (image.astype(np.float32) / 255.0 - MEAN) / STD
         depth = item[f"{self.teacher}/depth"]
         if self.lut is not None:
             depth = apply_lut(depth, self.lut)

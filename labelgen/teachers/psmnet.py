@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 from labelgen.checkpoints import safe_load, state_dict_from
+from labelgen.teachers import IMAGENET_MEAN, IMAGENET_STD
 from labelgen.teachers.psmnet_model import PSMNet
 from labelgen.teachers.stereo import lr_check_mask
 
@@ -37,8 +38,6 @@ __all__ = [
 MAX_DISP = 192
 MIN_SIZE = 256
 """The SPP branch pools 64x64 cells of the 1/4-resolution features, so padded H and W must be >= 256."""
-MEAN = (0.485, 0.456, 0.406)
-STD = (0.229, 0.224, 0.225)
 PRECISIONS = ("fp32", "fp16")
 
 
@@ -113,8 +112,8 @@ def _as_batch(images: Sequence[np.ndarray] | np.ndarray, name: str) -> np.ndarra
 
 def _normalise(batch: np.ndarray, device: torch.device) -> Tensor:
     images = torch.from_numpy(np.ascontiguousarray(batch)).to(device).permute(0, 3, 1, 2).float() / 255
-    mean = torch.tensor(MEAN, device=device).view(1, 3, 1, 1)
-    std = torch.tensor(STD, device=device).view(1, 3, 1, 1)
+    mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1)
     return (images - mean) / std
 
 

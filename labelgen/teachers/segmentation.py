@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from labelgen.checkpoints import safe_load, state_dict_from
+from labelgen.teachers import IMAGENET_MEAN, IMAGENET_STD
 from labelgen.teachers.deeplab_vainf import ARCHITECTURES, ASPP_RATES, build_vainf_deeplab, guess_architecture
 
 CITYSCAPES_CLASSES = (
@@ -52,8 +53,6 @@ CITYSCAPES_CLASSES = (
 )
 """Cityscapes class names in train-id order (0..18); 255 is ignore."""
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 SMP_ARCHITECTURES = ("deeplabv3", "deeplabv3plus")
 PRECISIONS = ("fp32", "fp16")
 _SMP_DEFAULT_RATES = (12, 24, 36)  # smp's DeepLabV3 and DeepLabV3Plus default decoder_atrous_rates

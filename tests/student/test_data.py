@@ -17,7 +17,7 @@ from labelgen.run import run_stages
 from labelgen.shards import LabelReader
 from labelgen.synthetic import make_kitti_tree
 from labelgen.teachers.deeplab_vainf import build_vainf_deeplab
-from student.data import IMAGENET_MEAN, IMAGENET_STD, LabelDataset
+from student.data import MEAN, STD, LabelDataset
 from student.losses import MultiScaleLoss
 from student.model import build_student
 
@@ -49,12 +49,8 @@ def test_samples_are_resized_normalised_and_failed_frames_left_out(labels):
     assert len(data) == 3 and [data[i]["frame_id"] for i in range(3)] == reader.frame_ids[:3]
     sample, item = data[1], reader[1]
     assert sample["image"].shape == (3, *SIZE) and sample["image"].dtype == torch.float32
-    expected = (
-        cv2.resize(item["images/image"], SIZE[::-1], interpolation=cv2.INTER_AREA) / 255.0 - IMAGENET_MEAN
-    )
-    np.testing.assert_allclose(
-        sample["image"].numpy(), (expected / IMAGENET_STD).transpose(2, 0, 1), atol=1e-5
-    )
+    expected = cv2.resize(item["images/image"], SIZE[::-1], interpolation=cv2.INTER_AREA) / 255.0 - MEAN
+    np.testing.assert_allclose(sample["image"].numpy(), (expected / STD).transpose(2, 0, 1), atol=1e-5)
     depth = cv2.resize(item["sgbm/depth"], SIZE[::-1], interpolation=cv2.INTER_NEAREST)
     np.testing.assert_array_equal(sample["depth"].numpy(), depth)
     assert sample["labels"].dtype == torch.int64 and set(sample["labels"].unique().tolist()) <= set(range(19))
