@@ -246,11 +246,12 @@ def write_corrected(
     for shard in tqdm(plan.shards, unit="shard", desc=stage, disable=not progress):
         source = _source_identity(labels_dir, teacher, shard, lut)
         target = shard_path(labels_dir, stage, shard.name)
-        if not _is_current(target, plan, shard, source):
+        status = check_shard(target, plan.plan_id, shard.frame_ids)
+        if status.complete and _made_from(target, source):
+            failed += len(status.failures)
+        else:
             failed += _write_corrected_shard(labels_dir, plan, teacher, shard, lut, lut_path, source)
             written += 1
-        else:
-            failed += len(check_shard(target, plan.plan_id, shard.frame_ids).failures)
     return {
         "stage": stage,
         "path": str(labels_dir / stage),
@@ -285,9 +286,8 @@ def _source_identity(labels_dir: Path, teacher: str, shard: ShardPlan, lut: Lut)
         }
 
 
-def _is_current(path: Path, plan: Plan, shard: ShardPlan, source: dict[str, Any]) -> bool:
-    if not check_shard(path, plan.plan_id, shard.frame_ids).complete:
-        return False
+def _made_from(path: Path, source: dict[str, Any]) -> bool:
+    """Was this complete corrected shard computed from ``source`` (same table, same teacher shard)?"""
     with h5py.File(path, "r") as f:
         settings = json.loads(f.attrs.get("settings", "{}"))
     return all(settings.get(k) == v for k, v in source.items())
@@ -318,7 +318,7 @@ def _write_corrected_shard(
             "device": "cpu",
             "lut_sha256": lut.sha256,
         }
-        depth, ok, why = f["depth"], f["ok"][()], f["failure"][()]
+        depth, ok, why = f["depth"], f["ok"][()], f["failure"].asstr()[()]
         spec = {"depth": DatasetSpec(tuple(depth.shape[1:]), "float16", attrs=DEPTH_ATTRS)}
         with ShardWriter(target, shard.frame_ids, spec, attrs) as writer:
             for row in range(len(shard.frame_ids)):
@@ -326,8 +326,7 @@ def _write_corrected_shard(
                     corrected = apply_lut(_stored_depth(depth, row), lut)
                     writer.write(row, {"depth": corrected.astype(np.float16)})
                 else:
-                    reason = why[row].decode() if isinstance(why[row], bytes) else str(why[row])
-                    writer.fail(row, reason)
+                    writer.fail(row, str(why[row]))
     return int((~ok).sum())
 
 

@@ -180,18 +180,14 @@ def check_shard(path: str | Path, plan_id: str, frame_ids: Sequence[str]) -> Sha
                 return ShardStatus(path, "stale", f"schema version {f.attrs.get('schema_version')}")
             if f.attrs.get("plan_id") != plan_id:
                 return ShardStatus(path, "stale", "written for another plan")
-            ids = [s.decode() if isinstance(s, bytes) else s for s in f["frame_id"][()]]
+            ids = list(f["frame_id"].asstr()[()])
             if ids != list(frame_ids):
                 return ShardStatus(path, "stale", "frame list differs from the plan")
-            ok, why = f["ok"][()], f["failure"][()]
-            failures = tuple((ids[i], _text(why[i])) for i in np.flatnonzero(~ok))
+            ok, why = f["ok"][()], f["failure"].asstr()[()]
+            failures = tuple((ids[i], str(why[i])) for i in np.flatnonzero(~ok))
     except (OSError, KeyError) as err:
         return ShardStatus(path, "invalid", f"unreadable ({err})")
     return ShardStatus(path, "complete", failures=failures)
-
-
-def _text(value: object) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def decode(dataset: h5py.Dataset, raw: np.ndarray) -> np.ndarray:
