@@ -15,29 +15,19 @@ import cv2
 import h5py
 import numpy as np
 
+from labelgen.cityscapes import CITYSCAPES_CLASSES, CITYSCAPES_COLOURS, IGNORE_ID
 from labelgen.plan import Plan, ShardPlan, load_plan
-from labelgen.shards import ShardStatus, check_shard, decode, shard_path
+from labelgen.shards import BOOKKEEPING_DATASETS, ShardStatus, check_shard, decode, shard_path
 
 SAMPLE_FRAMES = 8
 MAX_FAILURES = 5
-IGNORE = 255
-BOOKKEEPING = ("frame_id", "ok", "failure")
 DEPTH_CMAP = "turbo_r"  # near = red, far = blue; invalid pixels black
-# Cityscapes train ids 0..18: (name, RGB); 255 (ignore) is drawn black.
-CITYSCAPES = (
-    ("road", (128, 64, 128)), ("sidewalk", (244, 35, 232)), ("building", (70, 70, 70)),
-    ("wall", (102, 102, 156)), ("fence", (190, 153, 153)), ("pole", (153, 153, 153)),
-    ("traffic light", (250, 170, 30)), ("traffic sign", (220, 220, 0)), ("vegetation", (107, 142, 35)),
-    ("terrain", (152, 251, 152)), ("sky", (70, 130, 180)), ("person", (220, 20, 60)),
-    ("rider", (255, 0, 0)), ("car", (0, 0, 142)), ("truck", (0, 0, 70)), ("bus", (0, 60, 100)),
-    ("train", (0, 80, 100)), ("motorcycle", (0, 0, 230)), ("bicycle", (119, 11, 32)),
-)  # fmt: skip
 
 
 def _class_name(class_id: int) -> str:
-    if class_id == IGNORE:
+    if class_id == IGNORE_ID:
         return "ignore (255)"
-    return CITYSCAPES[class_id][0] if class_id < len(CITYSCAPES) else f"class {class_id}"
+    return CITYSCAPES_CLASSES[class_id] if class_id < len(CITYSCAPES_CLASSES) else f"class {class_id}"
 
 
 def stage_dirs(labels_dir: Path) -> list[str]:
@@ -80,7 +70,7 @@ def _read_rows(path: Path, rows: list[int]) -> tuple[dict[str, object], Rows]:
         data = {
             name: (_meta(name, dset), [decode(dset, dset[row]) for row in rows])
             for name, dset in f.items()
-            if name not in BOOKKEEPING
+            if name not in BOOKKEEPING_DATASETS
         }
         return dict(f.attrs), data
 
@@ -99,10 +89,10 @@ def _summary(meta: _Meta, rows: list[np.ndarray]) -> str:
         return f"{values.mean():.1%} True"
     if meta.kind == "seg":
         share = np.bincount(values.ravel(), minlength=256) / values.size
-        present = [int(c) for c in np.argsort(-share, kind="stable") if share[c] > 0 and c != IGNORE]
+        present = [int(c) for c in np.argsort(-share, kind="stable") if share[c] > 0 and c != IGNORE_ID]
         parts = [f"{_class_name(c)} {share[c]:.1%}" for c in present[:5]]
         more = f", {len(present) - 5} more" if len(present) > 5 else ""
-        return f"{len(present)} classes: {', '.join(parts)}{more}; ignore (255) {share[IGNORE]:.1%}"
+        return f"{len(present)} classes: {', '.join(parts)}{more}; ignore (255) {share[IGNORE_ID]:.1%}"
     finite = np.isfinite(values)
     bad = f", {int((~finite).sum())} non-finite" if not finite.all() else ""
     if meta.kind == "depth":
@@ -262,7 +252,7 @@ def _seg_figure(plt: Any, seg: np.ndarray, image: np.ndarray | None, title: str)
     from matplotlib.patches import Patch
 
     palette = np.zeros((256, 3), dtype=np.uint8)
-    palette[: len(CITYSCAPES)] = [rgb for _, rgb in CITYSCAPES]
+    palette[: len(CITYSCAPES_COLOURS)] = CITYSCAPES_COLOURS
     extent = (0, seg.shape[1], seg.shape[0], 0)
     fig, ax = _figure(plt, seg.shape, title)
     if image is not None:

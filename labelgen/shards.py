@@ -25,6 +25,7 @@ from labelgen.plan import Plan, load_plan
 
 SCHEMA_VERSION = 1
 TMP_MARK = ".tmp-"
+BOOKKEEPING_DATASETS = ("frame_id", "ok", "failure")  # in every shard, beside the stage's own
 
 
 @dataclass(frozen=True)
@@ -250,7 +251,7 @@ class LabelReader:
             f = self._open(shard_path(self.labels_dir, stage, shard.name))
             item[f"{stage}/ok"] = bool(f["ok"][row])
             for name, dset in f.items():
-                if name not in ("frame_id", "ok", "failure"):
+                if name not in BOOKKEEPING_DATASETS:
                     item[f"{stage}/{name}"] = decode(dset, dset[row])
         return item
 

@@ -19,12 +19,12 @@ import numpy as np
 import torch
 
 from labelgen.checkpoints import sha256_file
+from labelgen.cityscapes import CITYSCAPES_CLASSES
 from labelgen.kitti import Calibration, Frame, read_image, read_velodyne
 from labelgen.lidar import project_lidar
 from labelgen.shards import DatasetSpec
 from labelgen.teachers.psmnet import load_psmnet, lr_consistency, predict_disparity_batch
 from labelgen.teachers.segmentation import (
-    CITYSCAPES_CLASSES,
     SegConfig,
     load_segmenter,
     predict_segmentation_batch,

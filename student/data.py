@@ -23,7 +23,6 @@ from student.model import check_input_size
 
 MEAN, STD = np.float32(IMAGENET_MEAN), np.float32(IMAGENET_STD)
 TRAIN_SIZE = (320, 1056)  # (height, width): the paper's training input
-IGNORE_INDEX = 255
 
 
 class LabelDataset(Dataset):

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 MIN_LOG_DEPTH = 4.0
 MAX_LOG_DEPTH = 80.0
-IGNORE_INDEX = 255
+IGNORE_INDEX = 255  # the Cityscapes ignore id (labelgen.cityscapes.IGNORE_ID)
 
 
 def g_transform(depth: Tensor, m: float = MIN_LOG_DEPTH, big_m: float = MAX_LOG_DEPTH) -> Tensor:

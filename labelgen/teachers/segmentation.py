@@ -27,31 +27,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from labelgen.checkpoints import safe_load, state_dict_from
+from labelgen.cityscapes import CITYSCAPES_CLASSES
 from labelgen.teachers import IMAGENET_MEAN, IMAGENET_STD
 from labelgen.teachers.deeplab_vainf import ARCHITECTURES, ASPP_RATES, build_vainf_deeplab, guess_architecture
-
-CITYSCAPES_CLASSES = (
-    "road",
-    "sidewalk",
-    "building",
-    "wall",
-    "fence",
-    "pole",
-    "traffic light",
-    "traffic sign",
-    "vegetation",
-    "terrain",
-    "sky",
-    "person",
-    "rider",
-    "car",
-    "truck",
-    "bus",
-    "train",
-    "motorcycle",
-    "bicycle",
-)
-"""Cityscapes class names in train-id order (0..18); 255 is ignore."""
 
 SMP_ARCHITECTURES = ("deeplabv3", "deeplabv3plus")
 PRECISIONS = ("fp32", "fp16")
