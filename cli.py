@@ -336,9 +336,178 @@ def calib_plot(lut_path, out_png) -> None:
     click.echo(f"wrote {plot_lut(load_lut(lut_path), out_png)}")
 
 
-@main.group(short_help="The student network: summary, benchmarks.")
+@main.group(short_help="The student network: train, eval, predict, summary.")
 def student() -> None:
-    """The 0.32 M-parameter depth + segmentation student network: size, cost and speed."""
+    """The 0.32 M-parameter depth + segmentation student: train, evaluate, predict; size and speed."""
+
+
+def _one_size(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[int, int] | None:
+    return _parse_size(ctx, param, (value,))[0] if value else None
+
+
+@student.command("train")
+@click.argument("labels_dir", type=click.Path(path_type=Path))
+@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path), help="Run folder.")
+@click.option(
+    "--teacher", default="psmnet", show_default=True, help="Depth stage: psmnet, sgbm, lidar, X_corrected."
+)
+@click.option(
+    "--lut", type=click.Path(path_type=Path), help="Bias table (lut.json) applied to the teacher depth."
+)
+@click.option(
+    "--variant", default="L", show_default=True, type=click.Choice(VARIANT_NAMES, case_sensitive=False)
+)
+@click.option("--epochs", default=20, show_default=True)
+@click.option("--iters-per-epoch", default=1000, show_default=True)
+@click.option("--batch-size", default=8, show_default=True, help="Per process; effective = x processes.")
+@click.option("--lr", default=0.01, show_default=True, help="Adam learning rate.")
+@click.option("--lr-decay", default=0.9, show_default=True, help="Learning rate factor after every epoch.")
+@click.option("--size", default="1056x320", show_default=True, callback=_one_size, metavar="WxH")
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda or auto.")
+@click.option("--amp", is_flag=True, help="Mixed precision (fp16 on CUDA, bf16 on CPU).")
+@click.option("--workers", default=2, show_default=True, help="Data loader worker processes.")
+@click.option("--encoder-weights", type=click.Path(path_type=Path), help="ImageNet MobileNetV2-0.35 file.")
+@click.option("--no-seg", is_flag=True, help="Depth only (Table II ablation).")
+@click.option("--depth-space", type=click.Choice(["log", "linear"]), default="log", show_default=True)
+@click.option("--val-drives", help="Comma-separated validation drives (default: --val-fraction).")
+@click.option("--val-fraction", default=0.1, show_default=True, help="Share of frames held out, by drive.")
+@click.option("--no-augment", is_flag=True, help="No flip / colour jitter.")
+@click.option("--min-depth", default=1.0, show_default=True, help="Labels below are ignored (m).")
+@click.option("--max-depth", default=80.0, show_default=True, help="Labels above are ignored (m).")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
+@click.option("--progress/--no-progress", default=True, help="Show progress bars.")
+@_friendly_errors
+def student_train(
+    labels_dir,
+    out_dir,
+    variant,
+    size,
+    no_seg,
+    depth_space,
+    val_drives,
+    no_augment,
+    resume,
+    progress,
+    **options,
+) -> None:
+    """Train a student from a label folder (the paper's recipe by default); writes the run folder.
+
+    Several processes or machines: torchrun --nproc-per-node N --no-python edgedepth student train ...
+    """
+    from student.config import ModelConfig, TrainConfig
+    from student.train import train
+
+    options = {k: str(v) if isinstance(v, Path) else v for k, v in options.items()}
+    config = TrainConfig(
+        labels_dir=str(labels_dir),
+        out_dir=str(out_dir),
+        augment=not no_augment,
+        val_drives=tuple(d.strip() for d in val_drives.split(",") if d.strip()) if val_drives else None,
+        **options,
+    )
+    model = ModelConfig(variant=variant, seg=not no_seg, depth_space=depth_space, input_size=size)
+    result = train(config, model, resume=resume, progress=progress, log=click.echo)
+    if result.rank == 0:
+        click.echo(
+            f"{result.run_dir}: {result.epochs} epochs, {result.steps} steps; best.pt by "
+            f"{result.best_metric} = {result.best_value:.4f}"
+        )
+
+
+@student.command("eval")
+@click.argument("checkpoint", type=click.Path(path_type=Path))
+@click.option("--kitti-root", required=True, type=click.Path(path_type=Path), help="KITTI raw root folder.")
+@click.option(
+    "--split", default="eigen", show_default=True, help="eigen (697), eigen_benchmark (652) or a file."
+)
+@click.option("--gt", type=click.Choice(["lidar", "annotated"]), default="lidar", show_default=True)
+@click.option("--annotated-root", type=click.Path(path_type=Path), help="Where data_depth_annotated is.")
+@click.option(
+    "--variant", type=click.Choice(VARIANT_NAMES, case_sensitive=False), help="Cut to a smaller one."
+)
+@click.option("--crop", type=click.Choice(["garg", "eigen", "none"]), default="garg", show_default=True)
+@click.option("--size", callback=_one_size, metavar="WxH", help="Input size (default: the checkpoint's).")
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda or auto.")
+@click.option("--batch-size", default=4, show_default=True)
+@click.option(
+    "--resize-in",
+    type=click.Choice(["depth", "disparity"]),
+    default="depth",
+    show_default=True,
+    help="Upsample predictions as depth, or as disparity (monodepth2).",
+)
+@click.option(
+    "--out", "out_json", type=click.Path(path_type=Path), help="eval.json to write (+ _frames.csv)."
+)
+@click.option("--progress/--no-progress", default=True, help="Show a progress bar.")
+@_friendly_errors
+def student_eval(
+    checkpoint,
+    kitti_root,
+    split,
+    gt,
+    annotated_root,
+    variant,
+    crop,
+    size,
+    device,
+    batch_size,
+    resize_in,
+    out_json,
+    progress,
+) -> None:
+    """Score a checkpoint on a KITTI split (Eigen by default) with the standard depth metrics."""
+    from labelgen.devices import resolve_device
+    from student.evaluate import evaluate_checkpoint
+
+    result = evaluate_checkpoint(
+        checkpoint,
+        kitti_root,
+        split=split,
+        gt=gt,
+        variant=variant,
+        crop=crop,
+        size=size,
+        device=resolve_device(device),
+        annotated_root=annotated_root,
+        batch_size=batch_size,
+        progress=progress,
+        resize_in=resize_in,
+    )
+    click.echo(result.format_table())
+    if out_json:
+        result.save(out_json)
+        click.echo(f"wrote {out_json}")
+
+
+@student.command("predict")
+@click.argument("checkpoint", type=click.Path(path_type=Path))
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path), help="Folder for the PNGs.")
+@click.option(
+    "--variant", type=click.Choice(VARIANT_NAMES, case_sensitive=False), help="Cut to a smaller one."
+)
+@click.option("--size", callback=_one_size, metavar="WxH", help="Input size (default: the checkpoint's).")
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda or auto.")
+@click.option("--batch-size", default=4, show_default=True)
+@click.option("--progress/--no-progress", default=True, help="Show a progress bar.")
+@_friendly_errors
+def student_predict(checkpoint, inputs, out_dir, variant, size, device, batch_size, progress) -> None:
+    """Depth (colour PNG with a metre scale, 16-bit KITTI PNG) and class maps for images or folders."""
+    import warnings
+
+    from labelgen.devices import resolve_device
+    from student.predict import predict_images
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # skipped images are listed below instead
+        done = predict_images(
+            checkpoint, inputs, out_dir, variant, size, resolve_device(device), batch_size, progress
+        )
+    for line in done.skipped:
+        click.echo(f"skipped: {line}", err=True)
+    click.echo(f"{out_dir}: {len(done)} images predicted, {len(done.skipped)} skipped")
 
 
 def _summary_options(func: Callable[..., Any]) -> Callable[..., Any]:

@@ -219,8 +219,18 @@ def _colour_range(depth: np.ndarray) -> tuple[np.ndarray, float, float, str]:
     return (valid, lo, top, "neither") if hi <= lo or hi >= top else (valid, lo, hi, "max")
 
 
-def _depth_figure(plt: Any, depth: np.ndarray, title: str) -> Any:
-    """Colour-mapped depth, invalid pixels black; sparse maps get 3x3 dots (nearest wins) to be visible."""
+def seg_palette() -> np.ndarray:
+    """(256, 3) uint8 RGB per train id: the Cityscapes colours for 0..18, black for every other id (255)."""
+    palette = np.zeros((256, 3), dtype=np.uint8)
+    palette[: len(CITYSCAPES_COLOURS)] = CITYSCAPES_COLOURS
+    return palette
+
+
+def depth_figure(plt: Any, depth: np.ndarray, title: str) -> Any:
+    """A matplotlib figure of colour-mapped depth (``turbo_r``, metre colour bar), invalid pixels black.
+
+    Sparse maps (under 20% valid) get 3x3 dots (nearest wins) to be visible. The caller saves and closes it.
+    """
     valid, lo, hi, extend = _colour_range(depth)
     note = f"{valid.mean():.1%} valid, {lo:.1f}-{np.max(depth[valid], initial=0.0):.1f} m"
     if 0 < valid.mean() < 0.2:
@@ -251,8 +261,7 @@ def _seg_figure(plt: Any, seg: np.ndarray, image: np.ndarray | None, title: str)
     """Train ids in the Cityscapes palette (255 black), over the image when there is one, with a legend."""
     from matplotlib.patches import Patch
 
-    palette = np.zeros((256, 3), dtype=np.uint8)
-    palette[: len(CITYSCAPES_COLOURS)] = CITYSCAPES_COLOURS
+    palette = seg_palette()
     extent = (0, seg.shape[1], seg.shape[0], 0)
     fig, ax = _figure(plt, seg.shape, title)
     if image is not None:
@@ -276,7 +285,7 @@ def _frame_figures(plt: Any, frame_id: str, data: dict[str, Rows]) -> Iterator[t
         for name, (meta, (values,)) in datasets.items():
             title = f"{frame_id}  {stage}/{name}"
             if meta.kind == "depth":
-                yield f"{stem}_{stage}_{name}.png", _depth_figure(plt, values, title)
+                yield f"{stem}_{stage}_{name}.png", depth_figure(plt, values, title)
             elif meta.kind == "seg":
                 yield f"{stem}_{stage}_{name}.png", _seg_figure(plt, values, image, title)
     if image is not None and "depth" in data.get("lidar", {}):

@@ -102,37 +102,73 @@ def downsample_labels(labels: Tensor, size: Sequence[int]) -> Tensor:
     return resized.squeeze(1).long()
 
 
-def depth_loss(pred_g: Tensor, depth_label: Tensor, berhu_ratio: float = 0.2) -> Tensor:
-    """Mean BerHu between a G-space prediction (N,1,h,w) and a metric label at the same resolution.
+class BatchReducer:
+    """How a loss sees "the batch": this process's samples (here) or all ranks' samples.
 
-    The threshold c is ``berhu_ratio`` times the largest absolute error over the valid pixels of the
-    whole batch, treated as a constant. Without any valid pixel the loss is a graph-connected 0.
+    The loss needs two batch-wide quantities: the BerHu threshold (a max) and the number of valid
+    pixels (a sum). :class:`student.distributed.DistributedReducer` all-reduces them, so a loss
+    computed on one rank's share of a batch has the gradient of the loss on the whole batch once
+    DistributedDataParallel averages the ranks' gradients (hence ``world_size``).
     """
-    if depth_label.dim() == pred_g.dim() - 1:
+
+    world_size = 1
+
+    def max(self, value: Tensor) -> Tensor:
+        return value
+
+    def sum(self, value: Tensor) -> Tensor:
+        return value
+
+
+LOCAL = BatchReducer()
+
+
+def depth_loss(
+    pred: Tensor,
+    depth_label: Tensor,
+    berhu_ratio: float = 0.2,
+    depth_space: str = "log",
+    reducer: BatchReducer = LOCAL,
+) -> Tensor:
+    """Mean BerHu between a prediction (N,1,h,w) and a metric label at the same resolution.
+
+    ``pred`` is in G-space (``depth_space="log"``) or metres (``"linear"``); the label is compared in
+    the same space. The threshold c is ``berhu_ratio`` times the largest absolute error over the
+    valid pixels of the whole batch, treated as a constant. Computed in float32 (also under
+    autocast). Without any valid pixel the loss is a graph-connected 0.
+    """
+    if depth_space not in ("log", "linear"):
+        raise ValueError(f"depth_space must be 'log' or 'linear', got {depth_space!r}")
+    if depth_label.dim() == pred.dim() - 1:
         depth_label = depth_label.unsqueeze(1)
-    if depth_label.shape != pred_g.shape:
-        raise ValueError(f"depth label shape {tuple(depth_label.shape)} != prediction {tuple(pred_g.shape)}")
+    if depth_label.shape != pred.shape:
+        raise ValueError(f"depth label shape {tuple(depth_label.shape)} != prediction {tuple(pred.shape)}")
+    pred = pred.float()
     valid = _valid_depth(depth_label)
-    if not bool(valid.any()):
-        return pred_g.sum() * 0.0
-    diff = pred_g[valid] - g_transform(depth_label[valid].to(pred_g.dtype))
-    c = berhu_ratio * diff.detach().abs().max()
-    return berhu(diff, c).mean()
+    target = depth_label[valid].float()
+    diff = pred[valid] - (g_transform(target) if depth_space == "log" else target)
+    local_max = diff.detach().abs().max() if diff.numel() else diff.new_zeros(())
+    c = berhu_ratio * reducer.max(local_max)
+    count = reducer.sum(diff.new_tensor(float(diff.numel())))
+    if not bool(count > 0):
+        return pred.sum() * 0.0
+    return berhu(diff, c).sum() / count * reducer.world_size
 
 
-def seg_loss(logits: Tensor, labels: Tensor) -> Tensor:
+def seg_loss(logits: Tensor, labels: Tensor, reducer: BatchReducer = LOCAL) -> Tensor:
     """Pixel-wise cross-entropy of logits (N,C,h,w) vs int64 labels (N,h,w), ignoring 255.
 
-    Averaged over the non-ignored pixels; a graph-connected 0 when every pixel is ignored.
+    Averaged over the non-ignored pixels (of all ranks, with a distributed ``reducer``); a
+    graph-connected 0 when every pixel is ignored.
     """
     if labels.shape != (logits.shape[0], *logits.shape[2:]):
         raise ValueError(
             f"segmentation labels shape {tuple(labels.shape)} do not match logits {tuple(logits.shape)}"
         )
     labels = labels.long()
-    count = (labels != IGNORE_INDEX).sum()
-    total = F.cross_entropy(logits, labels, ignore_index=IGNORE_INDEX, reduction="sum")
-    return total / count.clamp_min(1).to(total.dtype)
+    total = F.cross_entropy(logits.float(), labels, ignore_index=IGNORE_INDEX, reduction="sum")
+    count = reducer.sum((labels != IGNORE_INDEX).sum().to(total.dtype))
+    return total / count.clamp_min(1) * reducer.world_size
 
 
 @dataclass(frozen=True)
@@ -164,15 +200,24 @@ def _per_block(weights: float | tuple[float, ...], n_blocks: int, name: str) -> 
 
 
 class MultiScaleLoss(nn.Module):
-    """Sum over decoder blocks of ``alpha_i * depth_loss + beta_i * seg_loss`` at each block's size."""
+    """Sum over decoder blocks of ``alpha_i * depth_loss + beta_i * seg_loss`` at each block's size.
+
+    ``depth_space`` says what the depth heads predict (G-space or metres); ``reducer`` makes the
+    batch-wide statistics span every rank of a distributed run (see :class:`BatchReducer`).
+    """
 
     def __init__(
         self,
         alpha: float | Sequence[float] = 0.25,
         beta: float | Sequence[float] = 0.75,
         berhu_ratio: float = 0.2,
+        depth_space: str = "log",
+        reducer: BatchReducer = LOCAL,
     ) -> None:
         super().__init__()
+        if depth_space not in ("log", "linear"):
+            raise ValueError(f"depth_space must be 'log' or 'linear', got {depth_space!r}")
+        self.depth_space, self.reducer = depth_space, reducer
         if berhu_ratio <= 0:
             raise ValueError(f"berhu_ratio must be positive, got {berhu_ratio}")
         self.alpha = float(alpha) if isinstance(alpha, int | float) else tuple(float(a) for a in alpha)
@@ -204,12 +249,13 @@ class MultiScaleLoss(nn.Module):
         for entry, a, b in zip(outputs, alphas, betas, strict=True):
             pred_g, logits = entry[0], entry[1]
             size = pred_g.shape[-2:]
-            ld = depth_loss(pred_g, downsample_depth(depth, size).to(pred_g.dtype), self.berhu_ratio)
+            label = downsample_depth(depth, size)
+            ld = depth_loss(pred_g, label, self.berhu_ratio, self.depth_space, self.reducer)
             block = a * ld
             depth_terms.append(ld.detach())
             ls = None
             if logits is not None and labels is not None:
-                ls = seg_loss(logits, downsample_labels(labels, logits.shape[-2:]))
+                ls = seg_loss(logits, downsample_labels(labels, logits.shape[-2:]), self.reducer)
                 block = block + b * ls
             seg_terms.append(None if ls is None else ls.detach())
             total = block if total is None else total + block

@@ -3,7 +3,8 @@
 Follows the convention of the public KITTI depth benchmarks and monodepth2: metrics are computed per
 image on the valid ground-truth pixels inside the Garg crop, then averaged over images. Predictions
 are resized to the ground-truth size and clamped to the depth range; median scaling is off by default
-because the student predicts metric depth.
+because the student predicts metric depth. The Eigen (NIPS 2014) crop and no crop are also available
+(``crop="eigen"`` / ``crop="none"``); protocol notes are in docs/evaluation.md.
 """
 
 from __future__ import annotations
@@ -20,10 +21,24 @@ METRIC_NAMES: tuple[str, ...] = ("abs_rel", "sq_rel", "rmse", "rmse_log", "a1", 
 MIN_DEPTH = 1e-3
 MAX_DEPTH = 80.0
 RESIZE_MODES = ("depth", "disparity")
+CROPS = ("garg", "eigen", "none")
 
 # Garg et al. (ECCV 2016) crop as fractions of the image height/width, as used by monodepth2.
 _GARG_ROWS = (0.40810811, 0.99189189)
 _GARG_COLS = (0.03594771, 0.96405229)
+# Eigen et al. (NIPS 2014) crop, with the fractions of monodepth (v1)'s evaluation script.
+_EIGEN_ROWS = (0.3324324, 0.91351351)
+_EIGEN_COLS = (0.0359477, 0.96405229)
+
+
+def _fraction_mask(
+    height: int, width: int, rows: tuple[float, float], cols: tuple[float, float]
+) -> np.ndarray:
+    mask = np.zeros((height, width), dtype=bool)
+    top, bottom = int(rows[0] * height), int(rows[1] * height)
+    left, right = int(cols[0] * width), int(cols[1] * width)
+    mask[top:bottom, left:right] = True
+    return mask
 
 
 def garg_crop_mask(height: int, width: int) -> np.ndarray:
@@ -31,11 +46,37 @@ def garg_crop_mask(height: int, width: int) -> np.ndarray:
 
     On 375x1242 this keeps rows 153:371 and columns 44:1197.
     """
-    mask = np.zeros((height, width), dtype=bool)
-    top, bottom = int(_GARG_ROWS[0] * height), int(_GARG_ROWS[1] * height)
-    left, right = int(_GARG_COLS[0] * width), int(_GARG_COLS[1] * width)
-    mask[top:bottom, left:right] = True
-    return mask
+    return _fraction_mask(height, width, _GARG_ROWS, _GARG_COLS)
+
+
+def eigen_crop_mask(height: int, width: int) -> np.ndarray:
+    """Boolean mask of the Eigen (NIPS 2014) crop; float products truncated to int, end exclusive.
+
+    On 375x1242 this keeps rows 124:342 and columns 44:1197. Papers reporting "Eigen split" numbers
+    use the Garg crop; this one gives different (usually worse) numbers.
+    """
+    return _fraction_mask(height, width, _EIGEN_ROWS, _EIGEN_COLS)
+
+
+def normalise_crop(crop: str | bool | None) -> str:
+    """``"garg"``, ``"eigen"`` or ``"none"`` from a crop name or the legacy bool (True = garg, False = none)."""
+    if crop is None:
+        return "none"
+    if isinstance(crop, bool | np.bool_):
+        return "garg" if crop else "none"
+    if isinstance(crop, str) and crop.lower() in CROPS:
+        return crop.lower()
+    raise ValueError(f"unknown crop {crop!r}; choose one of {', '.join(CROPS)}")
+
+
+def crop_mask(crop: str | bool | None, height: int, width: int) -> np.ndarray:
+    """The boolean evaluation mask of a crop (see `normalise_crop`); all True for ``"none"``."""
+    kind = normalise_crop(crop)
+    if kind == "garg":
+        return garg_crop_mask(height, width)
+    if kind == "eigen":
+        return eigen_crop_mask(height, width)
+    return np.ones((height, width), dtype=bool)
 
 
 def _to_numpy(x: Any) -> np.ndarray:
@@ -105,26 +146,28 @@ def evaluate_image(
     *,
     min_depth: float = MIN_DEPTH,
     max_depth: float = MAX_DEPTH,
-    crop: bool = True,
+    crop: str | bool = "garg",
     resize_in: str = "depth",
     median_scaling: bool = False,
 ) -> dict[str, float] | None:
     """Metrics of one image, or None when no ground-truth pixel survives the mask.
 
     Valid pixels have min_depth < gt <= max_depth (monodepth2 uses gt < max_depth, which differs only
-    for pixels exactly at 80 m) and, with crop=True, lie inside the Garg crop. The prediction is resized
+    for pixels exactly at 80 m) and lie inside the crop: "garg" (default; True means the same),
+    "eigen", or "none" (False means the same). The prediction is resized
     to the gt size (see `resize_prediction`; resize_in is its mode), masked, optionally median scaled
     (median(gt) / median(pred) over the valid pixels), then clamped to [min_depth, max_depth].
     """
     if not 0 <= min_depth < max_depth:
         raise ValueError(f"need 0 <= min_depth < max_depth, got {min_depth} and {max_depth}")
+    crop = normalise_crop(crop)
     gt_map = _as_2d(gt, "gt")
     height, width = gt_map.shape
     pred_map = resize_prediction(pred, height, width, mode=resize_in)
 
     mask = (gt_map > min_depth) & (gt_map <= max_depth)
-    if crop:
-        mask &= garg_crop_mask(height, width)
+    if crop != "none":
+        mask &= crop_mask(crop, height, width)
     if not mask.any():
         return None
 
@@ -169,7 +212,7 @@ def evaluate_depth(
     *,
     min_depth: float = MIN_DEPTH,
     max_depth: float = MAX_DEPTH,
-    crop: bool = True,
+    crop: str | bool = "garg",
     resize_in: str = "depth",
     median_scaling: bool = False,
 ) -> DepthMetrics:
@@ -180,6 +223,7 @@ def evaluate_depth(
     """
     if len(preds) != len(gts):
         raise ValueError(f"got {len(preds)} predictions but {len(gts)} ground-truth maps")
+    crop = normalise_crop(crop)
     totals = dict.fromkeys(METRIC_NAMES, 0.0)
     num_images = num_skipped = 0
     for index, (pred, gt) in enumerate(zip(preds, gts, strict=True)):

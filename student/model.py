@@ -47,6 +47,7 @@ DECODER_WIDTHS = (24, 24, 24, 16)
 DECODER_BOTTLENECKS = (2, 2, 3, 4)
 EXPAND_RATIO = 6
 STRIDE = 32  # total encoder stride: inputs must be multiples of it
+MIN_LINEAR_DEPTH = 1e-3  # metres: a linear-space head's prediction is floored here (eval's lower cap)
 
 
 class BlockOutput(NamedTuple):
@@ -110,16 +111,25 @@ class DepthSegStudent(nn.Module):
     """MobileNetV2 encoder + ``num_blocks`` detachable decoder blocks.
 
     In training mode ``forward`` returns a tuple of :class:`BlockOutput`, one per kept block, coarse
-    to fine. In eval mode it returns the last block's depth in metres (N,1,h,w), or
+    to fine; their depth is in G-space (``depth_space="log"``, the paper's) or in metres
+    (``"linear"``, the Table II ablation). In eval mode it returns the last block's depth in metres (N,1,h,w), or
     ``(depth, classes)`` with ``classes`` (N,h,w) int64 when ``return_classes`` is set.
     """
 
     def __init__(
-        self, num_blocks: int = 4, num_classes: int = 19, seg: bool = True, return_classes: bool = False
+        self,
+        num_blocks: int = 4,
+        num_classes: int = 19,
+        seg: bool = True,
+        return_classes: bool = False,
+        depth_space: str = "log",
     ) -> None:
         super().__init__()
         if not 1 <= num_blocks <= len(DECODER_WIDTHS):
             raise ValueError(f"num_blocks must be 1..{len(DECODER_WIDTHS)}, got {num_blocks}")
+        if depth_space not in ("log", "linear"):
+            raise ValueError(f"depth_space must be 'log' or 'linear', got {depth_space!r}")
+        self.depth_space = depth_space
         if return_classes and not seg:
             raise ValueError("return_classes needs the segmentation head (seg=True)")
         self.num_blocks = num_blocks
@@ -160,7 +170,8 @@ class DepthSegStudent(nn.Module):
     def predict(self, x: Tensor) -> Tensor | tuple[Tensor, Tensor]:
         """The last block's metric depth, and its class map when ``return_classes`` is set."""
         last_block, y = self.decoder[-1], self._decode(x)[-1]
-        depth = g_inverse(last_block.depth_head(y))
+        raw = last_block.depth_head(y)
+        depth = g_inverse(raw) if self.depth_space == "log" else raw.clamp_min(MIN_LINEAR_DEPTH)
         if not self.return_classes:
             return depth
         return depth, last_block.seg_head(y).argmax(dim=1)
@@ -197,13 +208,14 @@ def build_student(
     seg: bool = True,
     encoder_weights: str | Path | None = None,
     return_classes: bool = False,
+    depth_space: str = "log",
 ) -> DepthSegStudent:
     """Build a student variant (L, M, S, XS keep 4, 3, 2, 1 decoder blocks), randomly initialised.
 
     ``encoder_weights`` is an optional torchvision-layout MobileNetV2 (width 0.35) checkpoint file;
     nothing is ever downloaded.
     """
-    model = DepthSegStudent(_num_blocks(variant), num_classes, seg, return_classes)
+    model = DepthSegStudent(_num_blocks(variant), num_classes, seg, return_classes, depth_space)
     if encoder_weights is not None:
         load_encoder_weights(model, encoder_weights)
     return model

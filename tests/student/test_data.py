@@ -3,6 +3,8 @@ frames left out, multi-process loading, and one training step through the multi-
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import cv2
 import numpy as np
 import pytest
@@ -12,12 +14,20 @@ from torch.utils.data import DataLoader
 from calib.fit import fit_from_labels
 from calib.lut import apply_lut
 from labelgen.kitti import find_frames
-from labelgen.plan import plan_shards, write_plan
+from labelgen.plan import load_plan, plan_shards, write_plan
 from labelgen.run import run_stages
 from labelgen.shards import LabelReader
 from labelgen.synthetic import make_kitti_tree
 from labelgen.teachers.deeplab_vainf import build_vainf_deeplab
-from student.data import MEAN, STD, LabelDataset
+from student.data import (
+    MEAN,
+    STD,
+    LabelDataset,
+    check_lut,
+    colour_jitter,
+    find_sources,
+    split_by_drive,
+)
 from student.losses import MultiScaleLoss
 from student.model import build_student
 
@@ -92,3 +102,103 @@ def test_bad_requests(labels):
         LabelDataset(folder, "psmnet")
     with pytest.raises(ValueError, match="no frame has images and sgbm labels"):
         LabelDataset(folder, "sgbm", seg=None, frame_ids=["2011_09_26/none/0000000000"])
+
+
+def test_spawned_loader_workers_read_the_same_samples(labels):
+    folder, lut = labels
+    data = LabelDataset(folder, "sgbm", lut=lut, size=SIZE)
+    loader = DataLoader(data, batch_size=3, num_workers=2, multiprocessing_context="spawn")
+    batch = next(iter(loader))
+    direct = [data[i] for i in range(3)]
+    assert torch.equal(batch["image"], torch.stack([d["image"] for d in direct]))
+    assert torch.equal(batch["depth"], torch.stack([d["depth"] for d in direct]))
+
+
+def test_augmentation_flips_labels_with_the_image_and_jitters_only_the_image(labels):
+    folder, _ = labels
+    data = LabelDataset(folder, "sgbm", size=SIZE, augment=True)
+    plain = data[0]
+    seeds = range(40)
+    samples = [data[(0, s)] for s in seeds]
+    flipped = [s for s in samples if s["flipped"]]
+    kept = [s for s in samples if not s["flipped"]]
+    assert 8 < len(flipped) < 32  # p = 0.5
+    for sample in flipped:
+        assert torch.equal(sample["depth"], plain["depth"].flip(-1))
+        assert torch.equal(sample["labels"], plain["labels"].flip(-1))
+    for sample in kept:
+        assert torch.equal(sample["depth"], plain["depth"]) and torch.equal(sample["labels"], plain["labels"])
+        assert not torch.equal(sample["image"], plain["image"])  # jittered
+    again = data[(0, 7)]
+    assert torch.equal(again["image"], samples[7]["image"])  # the seed decides everything
+    # jitter keeps the image's structure: flipped back, it correlates with the plain image
+    back = flipped[0]["image"].flip(-1).flatten()
+    assert torch.corrcoef(torch.stack([back, plain["image"].flatten()]))[0, 1] > 0.8
+
+
+def test_colour_jitter_stays_in_range_and_is_identity_at_unit_factors():
+    rng = np.random.default_rng(0)
+    image = rng.random((16, 24, 3), dtype=np.float32)
+    out = colour_jitter(image, np.random.default_rng(1))
+    assert out.shape == image.shape and out.dtype == np.float32 and 0 <= out.min() and out.max() <= 1
+
+    class Unit:
+        def uniform(self, low, high):
+            return (low + high) / 2  # 1.0 for the factors, 0 for the hue
+
+    np.testing.assert_allclose(colour_jitter(image, Unit()), image, atol=2e-3)
+
+
+def test_validation_split_is_by_whole_drives(labels):
+    folder, _ = labels
+    plan = load_plan(folder)
+    train, val, drives = split_by_drive(plan, ["2011_09_26_drive_0002"])
+    assert drives == ["2011_09_26_drive_0002_sync"]
+    assert val and all("drive_0002" in f for f in val) and not any("drive_0002" in f for f in train)
+    assert sorted(train + val) == sorted(plan.frame_ids)
+    assert split_by_drive(plan, None, 0.0)[1] == []
+    _, val, drives = split_by_drive(plan, None, 0.3)
+    assert len(drives) == 1 and all(drives[0] in f for f in val)
+    with pytest.raises(
+        ValueError, match="--val-drives: 2011_09_26_drive_0009_sync is not a drive of the plan"
+    ):
+        split_by_drive(plan, ["2011_09_26_drive_0009"])
+    with pytest.raises(ValueError, match="every drive of the plan is held out"):
+        split_by_drive(plan, ["2011_09_26_drive_0001", "2011_09_26_drive_0002"])
+
+
+def test_a_table_that_does_not_describe_the_labels_is_refused(labels):
+    folder, lut = labels
+    sources = find_sources(folder, "sgbm")
+    check_lut(lut, sources, (1.0, 80.0))  # fitted on these sgbm shards, 1-80 m: accepted
+    other = replace(lut, source={**lut.source, "teacher_stage": "psmnet"})
+    with pytest.raises(ValueError, match="lut: fitted for teacher 'psmnet', but the depth labels are 'sgbm'"):
+        check_lut(other, sources, (1.0, 80.0))
+    narrow = replace(lut, settings={**lut.settings, "max_depth": 40.0})
+    with pytest.raises(
+        ValueError, match="fitted on teacher depths 1-40 m, but the labels are used over 1-80 m"
+    ):
+        check_lut(narrow, sources, (1.0, 80.0))
+    foreign = replace(lut, source={**lut.source, "checkpoint_sha256": ["ab" * 32]})
+    with pytest.raises(ValueError, match="fitted on another sgbm checkpoint"):
+        check_lut(foreign, sources, (1.0, 80.0))
+    with pytest.raises(ValueError, match="the LiDAR is the reference"):
+        check_lut(lut, find_sources(folder, "lidar"), (1.0, 80.0))
+
+
+def test_missing_stages_are_named(labels, tmp_path):
+    folder, _ = labels
+    with pytest.raises(
+        ValueError, match=r"psmnet: no such label stage \(the depth labels\); run `edgedepth labelgen run"
+    ):
+        find_sources(folder, "psmnet")
+    with pytest.raises(
+        ValueError, match="images/shard-00000.h5: no `depth` dataset; images is not a depth stage"
+    ):
+        find_sources(folder, "images")
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    (bare / "plan.json").write_text((folder / "plan.json").read_text())
+    with pytest.raises(ValueError, match=r"bare/images: no such label stage \(the student's input images\)"):
+        find_sources(bare, "sgbm")
+    assert find_sources(folder, "sgbm", seg_stage=None).seg_stage is None

@@ -12,9 +12,12 @@ from student.metrics import (
     METRIC_NAMES,
     DepthMetrics,
     compute_errors,
+    crop_mask,
+    eigen_crop_mask,
     evaluate_depth,
     evaluate_image,
     garg_crop_mask,
+    normalise_crop,
     resize_prediction,
 )
 
@@ -142,6 +145,58 @@ def test_crop_switch():
     _perfect(evaluate_image(pred, gt, crop=True))
     # without the crop all 800 pixels count: abs_rel = (10 / 10) / 800
     assert evaluate_image(pred, gt, crop=False)["abs_rel"] == pytest.approx(1 / 800)
+
+
+# --- Eigen crop and crop names ---------------------------------------------------------------------------
+
+
+def test_eigen_crop_known_indices():
+    mask = eigen_crop_mask(375, 1242)
+    # 0.3324324 * 375 = 124.66, 0.91351351 * 375 = 342.57, 0.0359477 * 1242 = 44.65, 0.96405229 * 1242 = 1197.35
+    assert _bounds(mask) == (124, 342, 44, 1197)
+    assert mask.sum() == (342 - 124) * (1197 - 44)
+
+
+@pytest.mark.parametrize(("height", "width"), KITTI_SIZES)
+def test_eigen_crop_matches_truncation_formula(height, width):
+    expected = (
+        int(0.3324324 * height),
+        int(0.91351351 * height),
+        int(0.0359477 * width),
+        int(0.96405229 * width),
+    )
+    assert _bounds(eigen_crop_mask(height, width)) == expected
+
+
+def test_crop_names_and_legacy_bools():
+    assert normalise_crop(True) == normalise_crop("garg") == normalise_crop("GARG") == "garg"
+    assert normalise_crop(False) == normalise_crop(None) == normalise_crop("none") == "none"
+    assert normalise_crop(np.bool_(True)) == "garg"
+    assert normalise_crop("eigen") == "eigen"
+    np.testing.assert_array_equal(crop_mask("garg", 375, 1242), garg_crop_mask(375, 1242))
+    np.testing.assert_array_equal(crop_mask("eigen", 375, 1242), eigen_crop_mask(375, 1242))
+    assert crop_mask(False, 3, 4).all()
+    for bad in ("kb", "", 1):
+        with pytest.raises(ValueError, match="unknown crop"):
+            normalise_crop(bad)
+    with pytest.raises(ValueError, match="unknown crop 'kb'; choose one of garg, eigen, none"):
+        evaluate_image(np.ones((4, 4)), np.ones((4, 4)), crop="kb")
+
+
+def test_eigen_crop_selects_other_rows_than_garg():
+    height, width = 375, 1242
+    gt = np.full((height, width), 10.0)
+    pred = np.full((height, width), 10.0)
+    pred[124:153, 44:1197] = 20.0  # inside the Eigen crop, above the Garg crop
+    _perfect(evaluate_image(pred, gt, crop="garg"))
+    _perfect(evaluate_image(pred, gt, crop=True))
+    # Eigen crop: 29 of its 218 rows are wrong by |10 - 20| / 10 = 1
+    assert evaluate_image(pred, gt, crop="eigen")["abs_rel"] == pytest.approx(29 / 218)
+    metrics = evaluate_depth([pred], [gt], crop="eigen")
+    assert metrics.abs_rel == pytest.approx(29 / 218)
+    # no crop: 29 * 1153 wrong pixels of 375 * 1242
+    assert evaluate_image(pred, gt, crop="none")["abs_rel"] == pytest.approx(29 * 1153 / (375 * 1242))
+    assert evaluate_image(pred, gt, crop=False) == evaluate_image(pred, gt, crop="none")
 
 
 # --- resizing --------------------------------------------------------------------------------------------

@@ -1,0 +1,96 @@
+"""Student checkpoint files: written atomically, read with the toolkit's safe loader.
+
+A checkpoint is a plain dict (tensors, numbers, strings, lists), so ``torch.load(weights_only=True)``
+reads it without unpickling any object::
+
+    format          "edgedepth-student"       format_version  1
+    model_config    ModelConfig.to_dict()      model           the network's state dict
+    epoch           completed epochs           step            optimiser steps so far
+    train_config    TrainConfig.to_dict()      (training checkpoints only, with the keys below)
+    optimizer, scheduler, scaler, rng, history, provenance
+
+``load_student`` rebuilds the network from ``model_config`` (optionally cut to a smaller variant)
+and is what evaluation, prediction and export use.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from labelgen.checkpoints import safe_load
+from student.config import ModelConfig
+from student.model import VARIANTS, DepthSegStudent, load_student_weights
+
+FORMAT = "edgedepth-student"
+FORMAT_VERSION = 1
+
+
+def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
+    """Write ``payload`` (with the format keys added) to ``path`` atomically: temp file, fsync, rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    try:
+        with open(tmp, "wb") as handle:
+            torch.save({"format": FORMAT, "format_version": FORMAT_VERSION, **payload}, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """The checkpoint dict, once it is known to be a student checkpoint of a readable version."""
+    data = safe_load(path)
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise ValueError(f"{path}: not an edgedepth student checkpoint (made by `edgedepth student train`)")
+    if data.get("format_version") != FORMAT_VERSION:
+        raise ValueError(
+            f"{path}: student checkpoint format version {data.get('format_version')}, "
+            f"this edgedepth reads {FORMAT_VERSION}"
+        )
+    for key in ("model_config", "model"):
+        if not isinstance(data.get(key), dict):
+            raise ValueError(f"{path}: student checkpoint without {key!r} (damaged?)")
+    return data
+
+
+def load_student(
+    path: str | Path,
+    variant: str | None = None,
+    device: str | torch.device = "cpu",
+    return_classes: bool = False,
+) -> tuple[DepthSegStudent, ModelConfig]:
+    """The trained network of a checkpoint in eval mode, and its configuration.
+
+    ``variant`` cuts it to a smaller variant (L -> M, S, XS: the detachable decoders); asking for a
+    larger variant than the checkpoint holds is refused with a one-line error.
+    """
+    data = read_checkpoint(path)
+    config = ModelConfig.from_dict(data["model_config"], source=str(path))
+    if variant is not None:
+        wanted = variant.upper()
+        if wanted not in VARIANTS:
+            raise ValueError(f"unknown variant {variant!r}; choose one of {', '.join(VARIANTS)}")
+        if VARIANTS[wanted] > config.num_blocks:
+            raise ValueError(
+                f"{path}: holds variant {config.variant} ({config.num_blocks} decoder blocks); "
+                f"variant {wanted} needs {VARIANTS[wanted]}"
+            )
+        config = config.with_variant(wanted)
+    model = config.build(return_classes=return_classes)
+    try:
+        load_student_weights(model, data["model"])
+    except ValueError as err:
+        raise ValueError(f"{path}: {str(err).removeprefix('state dict: ')}") from None
+    return model.to(device).eval(), config
+
+
+__all__ = ["FORMAT", "FORMAT_VERSION", "load_student", "read_checkpoint", "save_checkpoint"]

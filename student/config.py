@@ -1,0 +1,162 @@
+"""Configuration objects that travel with the work: one per model, one per training run.
+
+``ModelConfig`` says what a student network is (variant, heads, depth space, input size,
+normalisation); it is stored in every checkpoint and read back by evaluation, prediction and
+export, so none of them has to guess. ``TrainConfig`` holds every training setting; both are
+written into the run folder's ``config.json`` (format: docs/training.md).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any
+
+from labelgen.teachers import IMAGENET_MEAN, IMAGENET_STD
+from student.model import STRIDE, VARIANTS, DepthSegStudent, build_student, check_input_size, output_size
+
+DEPTH_SPACES = ("log", "linear")
+"""``log``: the depth head predicts G(depth) (paper Sec. III-C); ``linear``: metres (Table II ablation)."""
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """What a student network is. Sizes are (height, width) in pixels; mean/std are RGB in [0, 1]."""
+
+    variant: str = "L"
+    num_classes: int = 19
+    seg: bool = True
+    depth_space: str = "log"
+    input_size: tuple[int, int] = (320, 1056)
+    mean: tuple[float, float, float] = tuple(IMAGENET_MEAN)
+    std: tuple[float, float, float] = tuple(IMAGENET_STD)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "variant", self.variant.upper())
+        if self.variant not in VARIANTS:
+            raise ValueError(f"unknown variant {self.variant!r}; choose one of {', '.join(VARIANTS)}")
+        if self.depth_space not in DEPTH_SPACES:
+            raise ValueError(
+                f"depth space must be one of {', '.join(DEPTH_SPACES)}, got {self.depth_space!r}"
+            )
+        if self.num_classes < 1:
+            raise ValueError(f"num_classes must be positive, got {self.num_classes}")
+        object.__setattr__(self, "input_size", (int(self.input_size[0]), int(self.input_size[1])))
+        object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
+        object.__setattr__(self, "std", tuple(float(v) for v in self.std))
+        check_input_size(*self.input_size)
+
+    @property
+    def num_blocks(self) -> int:
+        return VARIANTS[self.variant]
+
+    @property
+    def stride(self) -> int:
+        """Input pixels per output pixel of the variant's last block (2 for L ... 16 for XS)."""
+        return 2 ** (5 - self.num_blocks)
+
+    @property
+    def output_size(self) -> tuple[int, int]:
+        return output_size(self.variant, *self.input_size)
+
+    def build(self, return_classes: bool = False) -> DepthSegStudent:
+        """A randomly initialised network of this configuration."""
+        return build_student(
+            self.variant,
+            num_classes=self.num_classes,
+            seg=self.seg,
+            depth_space=self.depth_space,
+            return_classes=return_classes and self.seg,
+        )
+
+    def with_variant(self, variant: str) -> ModelConfig:
+        """The same network cut to another (smaller) variant: the detachable decoders."""
+        return replace(self, variant=variant)
+
+    def with_size(self, size: tuple[int, int]) -> ModelConfig:
+        return replace(self, input_size=size)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["input_size"] = list(self.input_size)
+        data["mean"], data["std"] = list(self.mean), list(self.std)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "config") -> ModelConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"{source}: unknown model settings {', '.join(unknown)}")
+        values = dict(data)
+        for key in ("input_size", "mean", "std"):
+            if key in values:
+                values[key] = tuple(values[key])
+        try:
+            return cls(**values)
+        except TypeError as err:
+            raise ValueError(f"{source}: malformed model settings ({err})") from None
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Every setting of a training run; defaults are the paper's recipe (Sec. IV)."""
+
+    labels_dir: str
+    out_dir: str
+    teacher: str = "psmnet"
+    lut: str | None = None
+    seg_stage: str | None = "seg"
+    epochs: int = 20
+    iters_per_epoch: int = 1000
+    batch_size: int = 8  # per process; the effective batch is batch_size * world size
+    lr: float = 0.01
+    lr_decay: float = 0.9
+    alpha: float = 0.25
+    beta: float = 0.75
+    min_depth: float = 1.0  # teacher labels outside [min_depth, max_depth] metres are ignored
+    max_depth: float = 80.0
+    device: str = "cpu"
+    amp: bool = False
+    workers: int = 2
+    encoder_weights: str | None = None
+    augment: bool = True
+    val_drives: tuple[str, ...] | None = None
+    val_fraction: float = 0.1
+    sync_bn: bool = True
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        checks = (
+            (self.epochs >= 1, f"epochs must be at least 1, got {self.epochs}"),
+            (self.iters_per_epoch >= 1, f"iters per epoch must be at least 1, got {self.iters_per_epoch}"),
+            (self.batch_size >= 1, f"batch size must be at least 1, got {self.batch_size}"),
+            (self.lr > 0, f"learning rate must be positive, got {self.lr}"),
+            (0 < self.lr_decay <= 1, f"lr decay must be in (0, 1], got {self.lr_decay}"),
+            (self.workers >= 0, f"workers must be 0 or more, got {self.workers}"),
+            (0 <= self.val_fraction < 1, f"val fraction must be in [0, 1), got {self.val_fraction}"),
+            (
+                0 <= self.min_depth < self.max_depth,
+                f"need 0 <= min depth < max depth, got {self.min_depth} and {self.max_depth}",
+            ),
+        )
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
+        if self.val_drives is not None:
+            object.__setattr__(self, "val_drives", tuple(self.val_drives))
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["val_drives"] = list(self.val_drives) if self.val_drives is not None else None
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        if values.get("val_drives") is not None:
+            values["val_drives"] = tuple(values["val_drives"])
+        return cls(**values)
+
+
+__all__ = ["DEPTH_SPACES", "STRIDE", "ModelConfig", "TrainConfig"]

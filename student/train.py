@@ -1,0 +1,436 @@
+"""Train the student from label shards with the paper's recipe (Sec. IV), on one process or many.
+
+``train(TrainConfig, ModelConfig)``: Adam at ``lr``, the rate multiplied by ``lr_decay`` after every
+epoch, ``epochs`` x ``iters_per_epoch`` steps, the multi-scale multi-task loss; validation after
+every epoch against the teacher labels and, where the folder has them, the LiDAR; everything is
+written into the run folder (``student.run_folder``). ``resume=True`` continues from ``last.pt``
+exactly as if the run had never stopped: the sample order and augmentations are functions of
+(seed, epoch, step) (``student.sampler``), and the weights, optimiser, scheduler, AMP scaler and RNG
+states are restored.
+
+Started by ``torchrun`` the same function trains with DistributedDataParallel (see
+``student.distributed``); each rank takes ``batch_size`` samples of every global batch.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from calib.lut import load_lut
+from labelgen import __version__
+from labelgen.devices import resolve_device
+from student import run_folder as rf
+from student.checkpoint import read_checkpoint, save_checkpoint
+from student.config import ModelConfig, TrainConfig
+from student.curves import plot_training_curves
+from student.data import LabelDataset, check_lut, find_sources, split_by_drive
+from student.distributed import (
+    DistInfo,
+    barrier,
+    broadcast_object,
+    convert_batchnorm,
+    init_distributed,
+    reducer_for,
+    shutdown,
+)
+from student.losses import MultiScaleLoss
+from student.model import load_encoder_weights
+from student.sampler import EpochSampler
+from student.validation import validate
+
+Log = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """Where a finished run is and how it ended."""
+
+    run_dir: Path
+    epochs: int
+    steps: int
+    best_metric: str
+    best_value: float
+    history: tuple[dict[str, float], ...]
+    rank: int = 0
+
+
+def _rng_state() -> dict[str, Any]:
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": {
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(pos),
+            "gauss": [has_gauss, cached],
+        },
+        "python": random.getstate(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    numpy = state["numpy"]
+    np.random.set_state(("MT19937", numpy["keys"].numpy().astype(np.uint32), numpy["pos"], *numpy["gauss"]))
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _device(config: TrainConfig, info: DistInfo) -> torch.device:
+    name = resolve_device(config.device)
+    if name == "cuda" and info.enabled:
+        name = f"cuda:{info.local_rank}"
+    return torch.device(name)
+
+
+def _settings(config: TrainConfig, model_config: ModelConfig) -> dict[str, Any]:
+    return {"train": config.to_dict(), "model": model_config.to_dict()}
+
+
+def _prepare_folder(run_dir: Path, settings: dict[str, Any], resume: bool) -> Path | None:
+    """The checkpoint to resume from (None: start at epoch 0); refuses to overwrite another run."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ValueError(f"{run_dir}: exists and is not a folder")
+    if not (run_dir / rf.CONFIG_FILE).is_file():
+        return None
+    if not resume:
+        raise ValueError(
+            f"{run_dir}: already holds a training run; pass --resume to continue it, or another --out"
+        )
+    rf.check_resumable(run_dir, settings)
+    last = run_dir / rf.LAST
+    return last if last.is_file() else None
+
+
+def train(
+    config: TrainConfig,
+    model_config: ModelConfig,
+    resume: bool = False,
+    progress: bool = True,
+    log: Log = tqdm.write,
+) -> TrainResult:
+    """Train (or resume) a student run into ``config.out_dir``; returns the run's summary."""
+    run_dir = Path(config.out_dir)
+    sources = find_sources(config.labels_dir, config.teacher, config.seg_stage if model_config.seg else None)
+    if model_config.seg and sources.seg_stage is None:
+        log(
+            f"note: {Path(config.labels_dir) / str(config.seg_stage)} not found: segmentation loss off, depth only"
+        )
+        model_config = ModelConfig.from_dict({**model_config.to_dict(), "seg": False})
+    lut = load_lut(config.lut) if config.lut else None
+    depth_range = (config.min_depth, config.max_depth)
+    if lut is not None:
+        check_lut(lut, sources, depth_range, name=str(config.lut))
+    train_ids, val_ids, val_drives = split_by_drive(sources.plan, config.val_drives, config.val_fraction)
+    settings = _settings(config, model_config)
+
+    info = init_distributed("cuda" if resolve_device(config.device).startswith("cuda") else "cpu")
+    device = _device(config, info)
+    try:
+        decision: tuple[str, Any] | None = None
+        if info.is_main:
+            try:
+                decision = ("ok", _prepare_folder(run_dir, settings, resume))
+            except ValueError as err:
+                decision = ("error", str(err))
+        decision = broadcast_object(decision, info)
+        if decision[0] == "error":
+            raise ValueError(decision[1])
+        start_from = decision[1]
+        common = dict(
+            labels_dir=config.labels_dir,
+            teacher=config.teacher,
+            seg=sources.seg_stage if model_config.seg else None,
+            lut=lut,
+            size=model_config.input_size,
+            depth_range=depth_range,
+        )
+        train_set = LabelDataset(**common, frame_ids=train_ids, augment=config.augment)
+        val_set = (
+            LabelDataset(**common, frame_ids=val_ids, full_res=True, lidar=sources.lidar) if val_ids else None
+        )
+        if info.is_main:
+            log(_describe(config, info, len(train_set), val_set, val_drives, model_config))
+            if not val_ids:
+                log(
+                    "note: no validation drives (one drive, or --val-fraction 0): best.pt follows the training loss"
+                )
+            split = {
+                "val_drives": val_drives,
+                "train_frames": train_set.frame_ids,
+                "val_frames": val_set.frame_ids if val_set else [],
+            }
+            provenance = {
+                **sources.provenance(),
+                "lut": config.lut,
+                "lut_sha256": lut.sha256 if lut is not None else None,
+                "val_drives": val_drives,
+            }
+            rf.write_json(run_dir / rf.SPLIT_FILE, split)
+            rf.write_json(
+                run_dir / rf.CONFIG_FILE,
+                {
+                    **settings,
+                    "provenance": provenance,
+                    "split": {
+                        "val_drives": val_drives,
+                        "train_frames": len(train_set),
+                        "val_frames": len(val_set) if val_set else 0,
+                    },
+                    "world_size": info.world_size,
+                    "effective_batch": config.batch_size * info.world_size,
+                    "versions": {"edgedepth": __version__, "torch": torch.__version__},
+                },
+            )
+        return _fit(config, model_config, info, device, train_set, val_set, start_from, progress, log)
+    finally:
+        shutdown(info)
+
+
+def _describe(config, info, n_train, val_set, val_drives, model_config) -> str:
+    val = f"{len(val_set)} validation frames ({', '.join(val_drives)})" if val_set else "no validation"
+    return (
+        f"training {model_config.variant} at {model_config.input_size[1]}x{model_config.input_size[0]} "
+        f"({'depth + seg' if model_config.seg else 'depth only'}, {model_config.depth_space} depth) on "
+        f"{n_train} frames, {val}; {config.epochs} epochs x {config.iters_per_epoch} steps, batch "
+        f"{config.batch_size} x {info.world_size} process(es) = effective batch {config.batch_size * info.world_size}"
+    )
+
+
+def _fit(config, model_config, info, device, train_set, val_set, start_from, progress, log) -> TrainResult:
+    run_dir = Path(config.out_dir)
+    torch.manual_seed(config.seed)
+    model = model_config.build()
+    if config.encoder_weights:
+        load_encoder_weights(model, config.encoder_weights)
+    if info.enabled and config.sync_bn:
+        model = convert_batchnorm(model, device)
+    model.to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=config.lr_decay)
+    use_scaler = config.amp and device.type == "cuda"
+    scaler = torch.amp.GradScaler(device.type, enabled=use_scaler)
+    history: list[dict[str, float]] = []
+    step_losses: list[float] = []
+    best = {"metric": "", "value": math.inf, "epoch": 0}
+    start_epoch = step = 0
+    if start_from is not None:
+        state = read_checkpoint(start_from)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        _set_rng_state(state["rng"])
+        history, step_losses = list(state["history"]), list(state["step_losses"])
+        best, start_epoch, step = dict(state["best"]), int(state["epoch"]), int(state["step"])
+        if info.is_main:
+            log(f"resuming {run_dir} after epoch {start_epoch} (step {step})")
+    ddp = (
+        DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        if info.enabled
+        else model
+    )
+    loss_fn = MultiScaleLoss(
+        config.alpha, config.beta, depth_space=model_config.depth_space, reducer=reducer_for(info)
+    )
+    sampler = EpochSampler(
+        len(train_set), config.iters_per_epoch, config.batch_size, config.seed, info.rank, info.world_size
+    )
+    loader = DataLoader(
+        train_set,
+        batch_size=config.batch_size,
+        sampler=sampler,
+        num_workers=config.workers,
+        persistent_workers=config.workers > 0,
+        pin_memory=device.type == "cuda",
+    )
+    writer = _tensorboard(run_dir, step) if info.is_main else None
+    amp_dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
+    for epoch in range(start_epoch, config.epochs):
+        sampler.set_epoch(epoch)
+        model.train()
+        sums: dict[str, float] = {}
+        started, seen = time.perf_counter(), 0
+        bar = tqdm(
+            loader,
+            total=config.iters_per_epoch,
+            desc=f"epoch {epoch + 1}/{config.epochs}",
+            unit="step",
+            disable=not (progress and info.is_main),
+            dynamic_ncols=True,
+        )
+        for batch in bar:
+            images = batch["image"].to(device, non_blocking=True)
+            depth = batch["depth"].to(device, non_blocking=True)
+            labels = batch["labels"].to(device, non_blocking=True) if "labels" in batch else None
+            with torch.autocast(device.type, dtype=amp_dtype, enabled=config.amp):
+                outputs = ddp(images)
+            terms = loss_fn(outputs, depth, labels)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(terms.total).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            step += 1
+            values = _global_terms(terms.as_dict(), info, device)
+            step_losses.append(values["total"])
+            for key, value in values.items():
+                sums[key] = sums.get(key, 0.0) + value
+            seen += images.shape[0] * info.world_size
+            rate = seen / max(time.perf_counter() - started, 1e-9)
+            bar.set_postfix(_postfix(values, rate), refresh=False)
+            if writer is not None:
+                writer.add_scalar("train_step/total", values["total"], step)
+        bar.close()
+        seconds = time.perf_counter() - started
+        row = {
+            "epoch": epoch + 1,
+            "step": step,
+            "lr": optimizer.param_groups[0]["lr"],
+            "images_per_s": seen / seconds,
+            "seconds": seconds,
+        }
+        row.update({f"train/{k}": v / config.iters_per_epoch for k, v in sums.items()})
+        scheduler.step()
+        if info.is_main:
+            row.update(
+                validate(model, val_set, device, batch_size=config.batch_size, workers=config.workers)
+                if val_set
+                else {}
+            )
+            history.append(row)
+            best = _save_epoch(
+                run_dir,
+                config,
+                model_config,
+                model,
+                optimizer,
+                scheduler,
+                scaler,
+                history,
+                step_losses,
+                best,
+                epoch + 1,
+                step,
+                writer,
+            )
+            log(_epoch_line(row, best))
+        barrier(info)
+    if writer is not None:
+        writer.close()
+    return TrainResult(run_dir, config.epochs, step, best["metric"], best["value"], tuple(history), info.rank)
+
+
+def _global_terms(values: dict[str, float], info: DistInfo, device: torch.device) -> dict[str, float]:
+    """Each rank's loss already is the global batch's (see DistributedReducer); average to log it."""
+    if not info.enabled:
+        return values
+    import torch.distributed as dist
+
+    keys = sorted(values)
+    tensor = torch.tensor([values[k] for k in keys], dtype=torch.float64, device=device)
+    dist.all_reduce(tensor)
+    return dict(zip(keys, (tensor / info.world_size).tolist(), strict=True))
+
+
+def _postfix(values: dict[str, float], rate: float) -> dict[str, str]:
+    depth = sum(v for k, v in values.items() if k.startswith("depth/"))
+    seg = sum(v for k, v in values.items() if k.startswith("seg/"))
+    out = {"loss": f"{values['total']:.3f}", "depth": f"{depth:.3f}"}
+    if any(k.startswith("seg/") for k in values):
+        out["seg"] = f"{seg:.3f}"
+    out["img/s"] = f"{rate:.1f}"
+    return out
+
+
+def _best_metric(row: dict[str, float]) -> tuple[str, float]:
+    for key in ("val_lidar/rmse", "val_teacher/rmse"):
+        if key in row and not math.isnan(row[key]):
+            return key, row[key]
+    return "train/total", row["train/total"]
+
+
+def _save_epoch(
+    run_dir,
+    config,
+    model_config,
+    model,
+    optimizer,
+    scheduler,
+    scaler,
+    history,
+    step_losses,
+    best,
+    epoch,
+    step,
+    writer,
+) -> dict[str, Any]:
+    metric, value = _best_metric(history[-1])
+    improved = value < best["value"] or best["metric"] != metric
+    if improved:
+        best = {"metric": metric, "value": value, "epoch": epoch}
+    weights = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    payload = {
+        "model_config": model_config.to_dict(),
+        "model": weights,
+        "epoch": epoch,
+        "step": step,
+        "train_config": config.to_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "scaler": scaler.state_dict(),
+        "rng": _rng_state(),
+        "history": history,
+        "step_losses": step_losses,
+        "best": best,
+    }
+    save_checkpoint(rf.epoch_checkpoint(run_dir, epoch), payload)
+    if improved:
+        save_checkpoint(run_dir / rf.BEST, payload)
+    save_checkpoint(run_dir / rf.LAST, payload)
+    rf.write_metrics_csv(run_dir / rf.METRICS_FILE, history)
+    plot_training_curves(history, run_dir / rf.CURVES_FILE, step_losses=step_losses)
+    if writer is not None:
+        for key, val in history[-1].items():
+            if key != "epoch" and not (isinstance(val, float) and math.isnan(val)):
+                writer.add_scalar(key, val, step)
+        writer.flush()
+    return best
+
+
+def _tensorboard(run_dir: Path, step: int) -> Any:
+    from torch.utils.tensorboard import SummaryWriter
+
+    return SummaryWriter(str(run_dir / rf.TENSORBOARD_DIR), purge_step=step if step else None)
+
+
+def _epoch_line(row: dict[str, float], best: dict[str, Any]) -> str:
+    parts = [
+        f"epoch {int(row['epoch'])}",
+        f"loss {row['train/total']:.4f}",
+        f"lr {row['lr']:.3g}",
+        f"{row['images_per_s']:.1f} img/s",
+    ]
+    for key in ("val_teacher/rmse", "val_teacher/abs_rel", "val_lidar/rmse", "val_lidar/abs_rel"):
+        if key in row and not math.isnan(row[key]):
+            parts.append(f"{key} {row[key]:.3f}")
+    parts.append(f"best {best['metric']} {best['value']:.4f} (epoch {best['epoch']})")
+    return ", ".join(parts)
+
+
+__all__ = ["TrainResult", "train"]

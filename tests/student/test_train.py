@@ -1,0 +1,276 @@
+"""Training: overfitting a known scene, the run folder, exact resume, and data-parallel equivalence."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from student import run_folder as rf
+from student.checkpoint import load_student, read_checkpoint
+from student.config import ModelConfig, TrainConfig
+from student.data import LabelDataset
+from student.train import train
+from tests.student.labelfolder import make_label_folder
+
+SIZE = (32, 64)  # training input (h, w): small enough for hundreds of CPU steps
+DRIVES = {"2011_09_26_drive_0001_sync": 3, "2011_09_26_drive_0002_sync": 2}
+
+
+@pytest.fixture(scope="module")
+def labels(tmp_path_factory) -> Path:
+    return make_label_folder(tmp_path_factory.mktemp("train"), DRIVES)
+
+
+def config(labels: Path, out: Path, **changes) -> TrainConfig:
+    base = TrainConfig(
+        labels_dir=str(labels),
+        out_dir=str(out),
+        teacher="synth",
+        epochs=2,
+        iters_per_epoch=3,
+        batch_size=2,
+        workers=0,
+        val_drives=("2011_09_26_drive_0002_sync",),
+    )
+    return replace(base, **changes)
+
+
+def quiet(_line: str) -> None:
+    pass
+
+
+@pytest.mark.slow
+def test_overfitting_a_known_scene(labels, tmp_path):
+    """A few hundred CPU steps on 3 frames: loss down >= 5x, RMSE well below the best constant."""
+    cfg = config(
+        labels,
+        tmp_path / "run",
+        epochs=1,
+        iters_per_epoch=300,
+        batch_size=3,
+        augment=False,
+        val_drives=None,
+        val_fraction=0.0,
+        lr_decay=1.0,
+        lr=0.005,
+    )
+    result = train(cfg, ModelConfig(input_size=SIZE), progress=False, log=quiet)
+    losses = read_checkpoint(tmp_path / "run" / rf.LAST)["step_losses"]
+    first, last = np.mean(losses[:5]), np.mean(losses[-10:])
+    assert first / last >= 5, (first, last)
+
+    model, _ = load_student(tmp_path / "run" / rf.LAST)
+    data = LabelDataset(labels, "synth", seg="seg", size=SIZE, full_res=True)
+    errors, baseline = [], []
+    with torch.inference_mode():
+        for i in range(len(data)):
+            sample = data[i]
+            gt = sample["depth"].numpy()
+            pred = torch.nn.functional.interpolate(
+                model(sample["image"][None]), size=gt.shape, mode="bilinear", align_corners=False
+            )[0, 0].numpy()
+            valid = gt > 0
+            errors.append(np.mean((pred[valid] - gt[valid]) ** 2))
+            baseline.append(gt[valid])
+    constant = np.concatenate(baseline)
+    baseline_rmse = float(np.sqrt(np.mean((constant - constant.mean()) ** 2)))
+    rmse = float(np.sqrt(np.mean(errors)))
+    assert rmse < 0.5 * baseline_rmse, (rmse, baseline_rmse)
+    assert result.best_metric == "train/total"
+
+
+def test_the_run_folder(labels, tmp_path):
+    run = tmp_path / "run"
+    result = train(config(labels, run), ModelConfig(input_size=SIZE), progress=False, log=quiet)
+    assert result.epochs == 2 and result.steps == 6
+    for name in (rf.CONFIG_FILE, rf.SPLIT_FILE, rf.METRICS_FILE, rf.CURVES_FILE, rf.LAST, rf.BEST):
+        assert (run / name).is_file(), name
+    assert sorted(p.name for p in (run / rf.CHECKPOINT_DIR).iterdir()) == ["epoch-0001.pt", "epoch-0002.pt"]
+    assert any((run / rf.TENSORBOARD_DIR).iterdir())
+    assert not [p for p in run.rglob("*") if ".tmp-" in p.name]
+
+    saved = json.loads((run / rf.CONFIG_FILE).read_text())
+    assert saved["train"]["lr"] == 0.01 and saved["model"]["variant"] == "L"
+    assert saved["provenance"]["plan_id"] and saved["provenance"]["val_drives"] == [
+        "2011_09_26_drive_0002_sync"
+    ]
+    assert set(saved["provenance"]["stages"]) == {"images", "synth", "seg", "lidar"}
+    assert saved["effective_batch"] == 2 and saved["world_size"] == 1
+
+    split = json.loads((run / rf.SPLIT_FILE).read_text())
+    assert split["val_frames"] and all("drive_0002" in f for f in split["val_frames"])
+    assert not any("drive_0002" in f for f in split["train_frames"]), "a validation frame in training"
+
+    with open(run / rf.METRICS_FILE) as handle:
+        rows = list(csv.DictReader(handle))
+    assert [int(r["epoch"]) for r in rows] == [1, 2]
+    assert float(rows[1]["lr"]) == pytest.approx(0.009)  # 0.01 x 0.9 after the first epoch
+    for key in ("train/total", "train/depth/4", "train/seg/1", "val_teacher/rmse", "val_lidar/abs_rel"):
+        assert math.isfinite(float(rows[0][key])), key
+
+    last = read_checkpoint(run / rf.LAST)
+    assert last["epoch"] == 2 and last["step"] == 6
+    for key in ("optimizer", "scheduler", "scaler", "rng", "train_config", "model_config"):
+        assert key in last
+    best = read_checkpoint(run / rf.BEST)
+    rmses = [float(r["val_lidar/rmse"]) for r in rows]
+    assert best["best"]["metric"] == "val_lidar/rmse" and best["epoch"] == 1 + int(np.argmin(rmses))
+
+
+def test_resume_equals_an_uninterrupted_run(labels, tmp_path):
+    """Bitwise on CPU: 2 epochs in one go == 1 epoch, stop, resume to 2 (also with loader workers)."""
+    full = train(config(labels, tmp_path / "full"), ModelConfig(input_size=SIZE), progress=False, log=quiet)
+    part = tmp_path / "part"
+    train(config(labels, part, epochs=1), ModelConfig(input_size=SIZE), progress=False, log=quiet)
+    (part / rf.CHECKPOINT_DIR / "epoch-0001.pt").unlink()  # resume reads last.pt only
+    resumed = train(
+        config(labels, part, workers=2), ModelConfig(input_size=SIZE), resume=True, progress=False, log=quiet
+    )
+    a, b = read_checkpoint(tmp_path / "full" / rf.LAST), read_checkpoint(part / rf.LAST)
+    for key, tensor in a["model"].items():
+        assert torch.equal(tensor, b["model"][key]), key
+    assert a["step_losses"] == b["step_losses"]
+    assert a["scheduler"] == b["scheduler"]
+    assert torch.equal(a["optimizer"]["state"][0]["exp_avg"], b["optimizer"]["state"][0]["exp_avg"])
+    timing = {"images_per_s", "seconds"}
+    strip = [{k: v for k, v in row.items() if k not in timing} for row in full.history]
+    assert strip == [{k: v for k, v in row.items() if k not in timing} for row in resumed.history]
+
+
+def test_resume_refuses_changed_settings_and_a_fresh_run_refuses_an_old_folder(labels, tmp_path):
+    run = tmp_path / "run"
+    train(
+        config(labels, run, epochs=1, iters_per_epoch=1),
+        ModelConfig(input_size=SIZE),
+        progress=False,
+        log=quiet,
+    )
+    with pytest.raises(ValueError, match="already holds a training run; pass --resume"):
+        train(
+            config(labels, run, epochs=1, iters_per_epoch=1),
+            ModelConfig(input_size=SIZE),
+            progress=False,
+            log=quiet,
+        )
+    with pytest.raises(ValueError, match="started with lr=0.01, now 0.02"):
+        train(
+            config(labels, run, epochs=2, iters_per_epoch=1, lr=0.02),
+            ModelConfig(input_size=SIZE),
+            resume=True,
+            progress=False,
+            log=quiet,
+        )
+
+
+def test_without_seg_labels_the_run_is_depth_only_and_says_so(tmp_path):
+    labels = make_label_folder(tmp_path, {"2011_09_26_drive_0001_sync": 2}, seg=False, lidar=False)
+    lines: list[str] = []
+    train(
+        config(labels, tmp_path / "run", epochs=1, iters_per_epoch=1, val_drives=None),
+        ModelConfig(input_size=SIZE),
+        progress=False,
+        log=lines.append,
+    )
+    assert sum("segmentation loss off" in line for line in lines) == 1
+    assert sum("no validation drives" in line for line in lines) == 1
+    model, cfg = load_student(tmp_path / "run" / rf.LAST)
+    assert cfg.seg is False and model.decoder[-1].seg_head is None
+
+
+@pytest.mark.parametrize("space", ["linear"])
+def test_linear_depth_space_trains_and_predicts_metres(labels, tmp_path, space):
+    train(
+        config(labels, tmp_path / "run", epochs=1, iters_per_epoch=2),
+        ModelConfig(input_size=SIZE, depth_space=space),
+        progress=False,
+        log=quiet,
+    )
+    model, cfg = load_student(tmp_path / "run" / rf.LAST)
+    assert cfg.depth_space == space and model.depth_space == space
+    depth = model(torch.zeros(1, 3, *SIZE))
+    assert depth.shape == (1, 1, 16, 32) and bool((depth >= 1e-3).all())
+
+
+def _torchrun(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        "2",
+        "--no-python",
+        shutil.which("edgedepth") or str(Path(sys.executable).with_name("edgedepth")),
+        *args,
+    ]
+    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+
+
+@pytest.mark.slow
+def test_two_process_ddp_equals_one_process_with_the_same_global_batch(labels, tmp_path):
+    """torchrun, 2 gloo processes of batch 2 vs 1 process of batch 4, end to end through the CLI.
+
+    The gradients are those of the global batch (tests/student/test_distributed.py checks that to
+    1e-7 in float64); in float32 their rounding differs, and Adam's first steps turn any sign
+    difference of a near-zero gradient into a step of size lr. A small lr bounds that, so equal
+    weights within 10 x lr and equal losses show the whole chain (sampler slices, global batch
+    norm, all-reduced loss statistics, DDP averaging) runs as one process would.
+    """
+    lr = 1e-5
+    common = [
+        "student",
+        "train",
+        str(labels),
+        "--teacher",
+        "synth",
+        "--size",
+        "64x32",
+        "--epochs",
+        "2",
+        "--iters-per-epoch",
+        "2",
+        "--workers",
+        "0",
+        "--val-drives",
+        "2011_09_26_drive_0002",
+        "--no-progress",
+        "--lr",
+        str(lr),
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    ddp = _torchrun([*common, "--out", str(tmp_path / "ddp"), "--batch-size", "2"], env)
+    assert ddp.returncode == 0, ddp.stderr[-3000:]
+    single = subprocess.run(
+        [sys.executable, "-m", "cli", *common, "--out", str(tmp_path / "one"), "--batch-size", "4"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    assert single.returncode == 0, single.stderr[-3000:]
+    assert "effective batch 4" in ddp.stdout and "2 process(es)" in ddp.stdout
+    assert ddp.stdout.count("best.pt by") == 1  # rank 0 reports, rank 1 stays quiet
+    a, b = read_checkpoint(tmp_path / "ddp" / rf.LAST), read_checkpoint(tmp_path / "one" / rf.LAST)
+    assert a["step"] == b["step"] == 4
+    np.testing.assert_allclose(a["step_losses"][0], b["step_losses"][0], rtol=1e-6)  # before any step
+    np.testing.assert_allclose(a["step_losses"], b["step_losses"], rtol=1e-3)
+    for key, tensor in b["model"].items():
+        if "running" in key:  # batch statistics (of 8 values at stride 32) of slightly different weights
+            scale = float(tensor.abs().max())
+            assert float((a["model"][key] - tensor).abs().max()) <= 5e-2 * scale + 1e-4, key
+        elif tensor.is_floating_point():
+            torch.testing.assert_close(a["model"][key], tensor, rtol=0, atol=10 * lr, msg=key)
+        else:
+            assert torch.equal(a["model"][key], tensor), key
+    assert len(list((tmp_path / "ddp" / rf.TENSORBOARD_DIR).iterdir())) == 1  # only rank 0 wrote
