@@ -27,6 +27,7 @@ from torch.utils.data import DataLoader
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from labelgen_throughput import build_tree  # noqa: E402  (the same KITTI frames as the labelgen benchmark)
 
+from labelgen.memory import keep_freed_memory  # noqa: E402
 from labelgen.plan import plan_shards, write_plan  # noqa: E402
 from labelgen.run import run_stages  # noqa: E402
 from student.config import ModelConfig  # noqa: E402
@@ -110,6 +111,7 @@ def write_chart(rows: list[tuple[str, float]], path: Path) -> Path:
 @click.option("--batches", default=10, show_default=True, help="Timed loader batches per row.")
 @click.option("--chart", default="benchmarks/out/train_throughput.png", show_default=True, type=Path)
 def main(frames: int, steps: int, batches: int, chart: Path) -> None:
+    keep_freed_memory()  # as `student train` does on CPU
     with tempfile.TemporaryDirectory() as tmp:
         root, labels = Path(tmp) / "kitti", Path(tmp) / "labels"
         source = build_tree(root, frames)

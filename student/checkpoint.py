@@ -15,13 +15,12 @@ and is what evaluation, prediction and export use.
 
 from __future__ import annotations
 
-import os
-import uuid
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from labelgen.atomic import atomic_writer
 from labelgen.checkpoints import safe_load
 from student.config import ModelConfig
 from student.model import VARIANTS, DepthSegStudent, load_student_weights
@@ -32,18 +31,9 @@ FORMAT_VERSION = 1
 
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
     """Write ``payload`` (with the format keys added) to ``path`` atomically: temp file, fsync, rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-    try:
-        with open(tmp, "wb") as handle:
-            torch.save({"format": FORMAT, "format_version": FORMAT_VERSION, **payload}, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    with atomic_writer(path) as handle:
+        torch.save({"format": FORMAT, "format_version": FORMAT_VERSION, **payload}, handle)
+    return Path(path)
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:

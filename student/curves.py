@@ -90,8 +90,8 @@ def _loss_panel(ax, history, epochs: np.ndarray, step_losses: Sequence[float] | 
         ax.plot(x, steps, color="tab:blue", lw=0.6, alpha=0.35, label="per step")
         window = max(1, min(200, steps.size // 20))
         ax.plot(x, _running_mean(steps, window), color="tab:blue", lw=1.6, label=f"running mean ({window})")
-        # epoch means at the end of each epoch, assuming equally long epochs
-        ends = (np.arange(1, len(history) + 1) * steps.size / max(len(history), 1)) if len(history) else []
+        # epoch means in the middle of each epoch, assuming equally long epochs
+        ends = (np.arange(0.5, len(history)) * steps.size / max(len(history), 1)) if len(history) else []
         if np.isfinite(total).any():
             ax.plot(ends, total, "o-", color="black", ms=4, lw=1.0, label="epoch mean")
         ax.set_xlabel("optimiser step")

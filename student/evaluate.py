@@ -12,8 +12,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
-import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
@@ -24,6 +22,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from labelgen.atomic import write_text_atomic
 from labelgen.checkpoints import sha256_file
 from labelgen.kitti import (
     CAM_TO_CAM,
@@ -154,22 +153,9 @@ class EvalResult:
             writer.writerow(
                 {key: (f"{row[key]:.9g}" if key in METRIC_NAMES else row[key]) for key in CSV_COLUMNS}
             )
-        _write_atomic(csv_path, buffer.getvalue())
-        _write_atomic(out_json, json.dumps(data, indent=2) + "\n")
+        write_text_atomic(csv_path, buffer.getvalue())
+        write_text_atomic(out_json, json.dumps(data, indent=2) + "\n")
         return out_json, csv_path
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-    try:
-        with open(tmp, "w", encoding="utf-8", newline="") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _check_choice(value: str, choices: Sequence[str], what: str) -> str:

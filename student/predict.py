@@ -14,8 +14,6 @@ resolution (depth bilinear, classes nearest) before they are written.
 from __future__ import annotations
 
 import io
-import os
-import uuid
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -27,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from labelgen.atomic import write_bytes_atomic
 from labelgen.inspect import depth_figure, seg_palette
 from labelgen.kitti import read_image
 from labelgen.lidar import depth_to_png16
@@ -99,16 +98,6 @@ def output_stems(paths: Sequence[Path]) -> list[str]:
         used.add(stem)
         stems.append(stem)
     return stems
-
-
-def _write_atomic(path: Path, data: bytes) -> Path:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
 
 
 def _png_bytes(array: np.ndarray) -> bytes:
@@ -247,13 +236,13 @@ def _write_outputs(
     classes: np.ndarray | None,
     palette: np.ndarray,
 ) -> Prediction:
-    depth16 = _write_atomic(out_dir / f"{stem}_depth16.png", _png_bytes(depth_to_png16(depth)))
-    depth_png = _write_atomic(
+    depth16 = write_bytes_atomic(out_dir / f"{stem}_depth16.png", _png_bytes(depth_to_png16(depth)))
+    depth_png = write_bytes_atomic(
         out_dir / f"{stem}_depth.png", _depth_png(plt, depth, f"{source.name}  predicted depth")
     )
     classes_png = None
     if classes is not None:
-        classes_png = _write_atomic(out_dir / f"{stem}_classes.png", _classes_png(classes, palette))
+        classes_png = write_bytes_atomic(out_dir / f"{stem}_classes.png", _classes_png(classes, palette))
     return Prediction(
         source=source,
         depth_png=depth_png,

@@ -20,32 +20,16 @@ import csv
 import io
 import json
 import math
-import os
-import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+from labelgen.atomic import write_text_atomic
 
 CONFIG_FILE, SPLIT_FILE, METRICS_FILE, CURVES_FILE = "config.json", "split.json", "metrics.csv", "curves.png"
 LAST, BEST, CHECKPOINT_DIR, TENSORBOARD_DIR = "last.pt", "best.pt", "checkpoints", "tensorboard"
 RESUMABLE_CHANGES = ("epochs", "device", "workers", "out_dir")
 """Training settings that may differ when a run is resumed; any other change is refused."""
-
-
-def write_text_atomic(path: str | Path, text: str) -> Path:
-    """Write ``text`` to ``path`` through a temporary sibling, fsync and rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-    try:
-        with open(tmp, "w", encoding="utf-8", newline="") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
 
 
 def write_json(path: str | Path, data: Mapping[str, Any]) -> Path:
@@ -129,5 +113,4 @@ __all__ = [
     "read_metrics_csv",
     "write_json",
     "write_metrics_csv",
-    "write_text_atomic",
 ]

@@ -15,14 +15,12 @@ Started by ``torchrun`` the same function trains with DistributedDataParallel (s
 from __future__ import annotations
 
 import math
-import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
@@ -31,6 +29,7 @@ from tqdm import tqdm
 from calib.lut import load_lut
 from labelgen import __version__
 from labelgen.devices import resolve_device
+from labelgen.memory import keep_freed_memory
 from student import run_folder as rf
 from student.checkpoint import read_checkpoint, save_checkpoint
 from student.config import ModelConfig, TrainConfig
@@ -48,6 +47,7 @@ from student.distributed import (
 from student.losses import MultiScaleLoss
 from student.model import load_encoder_weights
 from student.sampler import EpochSampler
+from student.train_state import TrainState
 from student.validation import validate
 
 Log = Callable[[str], None]
@@ -64,32 +64,6 @@ class TrainResult:
     best_value: float
     history: tuple[dict[str, float], ...]
     rank: int = 0
-
-
-def _rng_state() -> dict[str, Any]:
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
-    state = {
-        "torch": torch.get_rng_state(),
-        "numpy": {
-            "keys": torch.from_numpy(keys.astype(np.int64)),
-            "pos": int(pos),
-            "gauss": [has_gauss, cached],
-        },
-        "python": random.getstate(),
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    numpy = state["numpy"]
-    np.random.set_state(("MT19937", numpy["keys"].numpy().astype(np.uint32), numpy["pos"], *numpy["gauss"]))
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def _device(config: TrainConfig, info: DistInfo) -> torch.device:
@@ -140,6 +114,8 @@ def train(
     train_ids, val_ids, val_drives = split_by_drive(sources.plan, config.val_drives, config.val_fraction)
     settings = _settings(config, model_config)
 
+    if resolve_device(config.device) == "cpu":
+        keep_freed_memory()  # about 2x faster CPU steps at 1056x320 (see labelgen.memory)
     info = init_distributed("cuda" if resolve_device(config.device).startswith("cuda") else "cpu")
     device = _device(config, info)
     try:
@@ -221,31 +197,13 @@ def _fit(config, model_config, info, device, train_set, val_set, start_from, pro
         load_encoder_weights(model, config.encoder_weights)
     if info.enabled and config.sync_bn:
         model = convert_batchnorm(model, device)
-    model.to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
-    scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=config.lr_decay)
-    use_scaler = config.amp and device.type == "cuda"
-    scaler = torch.amp.GradScaler(device.type, enabled=use_scaler)
-    history: list[dict[str, float]] = []
-    step_losses: list[float] = []
-    best = {"metric": "", "value": math.inf, "epoch": 0}
-    start_epoch = step = 0
+    state = TrainState.create(model.to(device), config, device)
     if start_from is not None:
-        state = read_checkpoint(start_from)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
-        _set_rng_state(state["rng"])
-        history, step_losses = list(state["history"]), list(state["step_losses"])
-        best, start_epoch, step = dict(state["best"]), int(state["epoch"]), int(state["step"])
+        state.restore(read_checkpoint(start_from))
         if info.is_main:
-            log(f"resuming {run_dir} after epoch {start_epoch} (step {step})")
-    ddp = (
-        DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-        if info.enabled
-        else model
-    )
+            log(f"resuming {run_dir} after epoch {state.epoch} (step {state.step})")
+    device_ids = [device.index] if device.type == "cuda" else None
+    ddp = DistributedDataParallel(model, device_ids=device_ids) if info.enabled else model
     loss_fn = MultiScaleLoss(
         config.alpha, config.beta, depth_space=model_config.depth_space, reducer=reducer_for(info)
     )
@@ -260,80 +218,72 @@ def _fit(config, model_config, info, device, train_set, val_set, start_from, pro
         persistent_workers=config.workers > 0,
         pin_memory=device.type == "cuda",
     )
-    writer = _tensorboard(run_dir, step) if info.is_main else None
-    amp_dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
-    for epoch in range(start_epoch, config.epochs):
+    writer = _tensorboard(run_dir, state.step) if info.is_main else None
+    for epoch in range(state.epoch, config.epochs):
         sampler.set_epoch(epoch)
-        model.train()
-        sums: dict[str, float] = {}
-        started, seen = time.perf_counter(), 0
-        bar = tqdm(
-            loader,
-            total=config.iters_per_epoch,
-            desc=f"epoch {epoch + 1}/{config.epochs}",
-            unit="step",
-            disable=not (progress and info.is_main),
-            dynamic_ncols=True,
-        )
-        for batch in bar:
-            images = batch["image"].to(device, non_blocking=True)
-            depth = batch["depth"].to(device, non_blocking=True)
-            labels = batch["labels"].to(device, non_blocking=True) if "labels" in batch else None
-            with torch.autocast(device.type, dtype=amp_dtype, enabled=config.amp):
-                outputs = ddp(images)
-            terms = loss_fn(outputs, depth, labels)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(terms.total).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            step += 1
-            values = _global_terms(terms.as_dict(), info, device)
-            step_losses.append(values["total"])
-            for key, value in values.items():
-                sums[key] = sums.get(key, 0.0) + value
-            seen += images.shape[0] * info.world_size
-            rate = seen / max(time.perf_counter() - started, 1e-9)
-            bar.set_postfix(_postfix(values, rate), refresh=False)
-            if writer is not None:
-                writer.add_scalar("train_step/total", values["total"], step)
-        bar.close()
-        seconds = time.perf_counter() - started
-        row = {
-            "epoch": epoch + 1,
-            "step": step,
-            "lr": optimizer.param_groups[0]["lr"],
-            "images_per_s": seen / seconds,
-            "seconds": seconds,
-        }
-        row.update({f"train/{k}": v / config.iters_per_epoch for k, v in sums.items()})
-        scheduler.step()
+        row = _train_epoch(state, ddp, loss_fn, loader, config, info, device, writer, progress)
+        state.scheduler.step()
+        state.epoch = epoch + 1
         if info.is_main:
-            row.update(
-                validate(model, val_set, device, batch_size=config.batch_size, workers=config.workers)
-                if val_set
-                else {}
-            )
-            history.append(row)
-            best = _save_epoch(
-                run_dir,
-                config,
-                model_config,
-                model,
-                optimizer,
-                scheduler,
-                scaler,
-                history,
-                step_losses,
-                best,
-                epoch + 1,
-                step,
-                writer,
-            )
-            log(_epoch_line(row, best))
+            if val_set is not None:
+                row.update(validate(model, val_set, device, config.batch_size, config.workers))
+            state.history.append(row)
+            _save_epoch(run_dir, state, state.update_best(row), config, model_config, writer)
+            log(_epoch_line(row, state.best))
         barrier(info)
     if writer is not None:
         writer.close()
-    return TrainResult(run_dir, config.epochs, step, best["metric"], best["value"], tuple(history), info.rank)
+    best = state.best
+    return TrainResult(
+        run_dir, config.epochs, state.step, best["metric"], best["value"], tuple(state.history), info.rank
+    )
+
+
+def _train_epoch(state, ddp, loss_fn, loader, config, info, device, writer, progress) -> dict[str, float]:
+    """One epoch of optimiser steps; returns its row of metrics.csv (loss terms, lr, speed)."""
+    state.model.train()
+    sums: dict[str, float] = {}
+    started, seen = time.perf_counter(), 0
+    amp_dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
+    bar = tqdm(
+        loader,
+        total=config.iters_per_epoch,
+        desc=f"epoch {state.epoch + 1}/{config.epochs}",
+        unit="step",
+        disable=not (progress and info.is_main),
+        dynamic_ncols=True,
+    )
+    for batch in bar:
+        images = batch["image"].to(device, non_blocking=True)
+        depth = batch["depth"].to(device, non_blocking=True)
+        labels = batch["labels"].to(device, non_blocking=True) if "labels" in batch else None
+        with torch.autocast(device.type, dtype=amp_dtype, enabled=config.amp):
+            outputs = ddp(images)
+        terms = loss_fn(outputs, depth, labels)
+        state.optimizer.zero_grad(set_to_none=True)
+        state.scaler.scale(terms.total).backward()
+        state.scaler.step(state.optimizer)
+        state.scaler.update()
+        state.step += 1
+        values = _global_terms(terms.as_dict(), info, device)
+        state.step_losses.append(values["total"])
+        for key, value in values.items():
+            sums[key] = sums.get(key, 0.0) + value
+        seen += images.shape[0] * info.world_size
+        bar.set_postfix(_postfix(values, seen / max(time.perf_counter() - started, 1e-9)), refresh=False)
+        if writer is not None:
+            writer.add_scalar("train_step/total", values["total"], state.step)
+    bar.close()
+    seconds = time.perf_counter() - started
+    row = {
+        "epoch": state.epoch + 1,
+        "step": state.step,
+        "lr": state.optimizer.param_groups[0]["lr"],
+        "images_per_s": seen / seconds,
+        "seconds": seconds,
+    }
+    row.update({f"train/{k}": v / config.iters_per_epoch for k, v in sums.items()})
+    return row
 
 
 def _global_terms(values: dict[str, float], info: DistInfo, device: torch.device) -> dict[str, float]:
@@ -358,59 +308,20 @@ def _postfix(values: dict[str, float], rate: float) -> dict[str, str]:
     return out
 
 
-def _best_metric(row: dict[str, float]) -> tuple[str, float]:
-    for key in ("val_lidar/rmse", "val_teacher/rmse"):
-        if key in row and not math.isnan(row[key]):
-            return key, row[key]
-    return "train/total", row["train/total"]
-
-
-def _save_epoch(
-    run_dir,
-    config,
-    model_config,
-    model,
-    optimizer,
-    scheduler,
-    scaler,
-    history,
-    step_losses,
-    best,
-    epoch,
-    step,
-    writer,
-) -> dict[str, Any]:
-    metric, value = _best_metric(history[-1])
-    improved = value < best["value"] or best["metric"] != metric
-    if improved:
-        best = {"metric": metric, "value": value, "epoch": epoch}
-    weights = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    payload = {
-        "model_config": model_config.to_dict(),
-        "model": weights,
-        "epoch": epoch,
-        "step": step,
-        "train_config": config.to_dict(),
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
-        "scaler": scaler.state_dict(),
-        "rng": _rng_state(),
-        "history": history,
-        "step_losses": step_losses,
-        "best": best,
-    }
-    save_checkpoint(rf.epoch_checkpoint(run_dir, epoch), payload)
+def _save_epoch(run_dir: Path, state: TrainState, improved: bool, config, model_config, writer) -> None:
+    """The epoch's checkpoint, last.pt, best.pt when it improved, metrics.csv, curves.png, events."""
+    payload = state.payload(config, model_config)
+    save_checkpoint(rf.epoch_checkpoint(run_dir, state.epoch), payload)
     if improved:
         save_checkpoint(run_dir / rf.BEST, payload)
     save_checkpoint(run_dir / rf.LAST, payload)
-    rf.write_metrics_csv(run_dir / rf.METRICS_FILE, history)
-    plot_training_curves(history, run_dir / rf.CURVES_FILE, step_losses=step_losses)
+    rf.write_metrics_csv(run_dir / rf.METRICS_FILE, state.history)
+    plot_training_curves(state.history, run_dir / rf.CURVES_FILE, step_losses=state.step_losses)
     if writer is not None:
-        for key, val in history[-1].items():
-            if key != "epoch" and not (isinstance(val, float) and math.isnan(val)):
-                writer.add_scalar(key, val, step)
+        for key, value in state.history[-1].items():
+            if key != "epoch" and not (isinstance(value, float) and math.isnan(value)):
+                writer.add_scalar(key, value, state.step)
         writer.flush()
-    return best
 
 
 def _tensorboard(run_dir: Path, step: int) -> Any:

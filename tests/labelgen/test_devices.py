@@ -15,3 +15,13 @@ def test_resolve_device(monkeypatch):
         resolve_device("cuda:1")
     monkeypatch.setattr("torch.cuda.is_available", lambda: True)
     assert resolve_device("auto") == "cuda"
+
+
+def test_keep_freed_memory_applies_on_glibc():
+    import platform
+
+    from labelgen.memory import keep_freed_memory
+
+    applied = keep_freed_memory()
+    if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
+        assert applied is True

@@ -5,7 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from labelgen.kitti import Calibration, Frame, find_frames, read_calibration, read_image, read_velodyne
+from labelgen.kitti import (
+    Calibration,
+    Frame,
+    find_frames,
+    read_calibration,
+    read_image,
+    read_split_file,
+    read_velodyne,
+)
 
 
 def test_real_calibration_focal_and_baseline(kitti_sample):
@@ -96,3 +104,17 @@ def test_corrupt_image_and_truncated_scan_are_named(kitti_tree):
     scan.write_bytes(scan.read_bytes()[:-6])
     with pytest.raises(ValueError, match=r"0000000000\.bin: 63994 bytes is not a multiple of 16"):
         read_velodyne(scan)
+
+
+@pytest.mark.parametrize(
+    "name, lines, frames",
+    [("eigen_zhou_train", 39810, 21880), ("eigen_zhou_val", 4424, 4187), ("eigen_test", 697, 697)],
+)
+def test_public_split_lists_read_as_they_are(kitti_sample, name, lines, frames):
+    """The Zhou lists (unpadded indices, both sides) and the Eigen list (padded); l and r of one
+    frame are one planned frame, since the student's input is camera 2."""
+    path = kitti_sample.parent / "splits" / f"{name}.txt"
+    if not path.is_file():
+        pytest.skip(f"{path}: public split lists not beside the sample")
+    entries = read_split_file(path)
+    assert len(entries) == lines and len(set(entries)) == frames

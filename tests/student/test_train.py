@@ -274,3 +274,28 @@ def test_two_process_ddp_equals_one_process_with_the_same_global_batch(labels, t
         else:
             assert torch.equal(a["model"][key], tensor), key
     assert len(list((tmp_path / "ddp" / rf.TENSORBOARD_DIR).iterdir())) == 1  # only rank 0 wrote
+
+
+def test_mixed_precision_and_encoder_weights(labels, tmp_path):
+    """--amp (bf16 autocast on CPU) trains with finite losses; --encoder-weights starts the encoder
+    from a torchvision MobileNetV2-0.35 file."""
+    from torchvision.models import mobilenet_v2
+
+    torch.manual_seed(5)
+    encoder = tmp_path / "mobilenet_v2_035.pth"
+    torch.save(mobilenet_v2(width_mult=0.35).state_dict(), encoder)
+    cfg = config(
+        labels,
+        tmp_path / "run",
+        epochs=1,
+        iters_per_epoch=2,
+        amp=True,
+        encoder_weights=str(encoder),
+        lr=1e-12,
+    )
+    train(cfg, ModelConfig(input_size=SIZE), progress=False, log=quiet)
+    state = read_checkpoint(tmp_path / "run" / rf.LAST)
+    assert all(math.isfinite(v) for v in state["step_losses"])
+    stem = torch.load(encoder, weights_only=True)["features.0.0.weight"]
+    torch.testing.assert_close(state["model"]["encoder.features.0.0.weight"], stem, atol=1e-9, rtol=0)
+    assert json.loads((tmp_path / "run" / rf.CONFIG_FILE).read_text())["train"]["amp"] is True
