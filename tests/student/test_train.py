@@ -86,6 +86,9 @@ def test_overfitting_a_known_scene(labels, tmp_path):
     constant = np.concatenate(baseline)
     baseline_rmse = float(np.sqrt(np.mean((constant - constant.mean()) ** 2)))
     rmse = float(np.sqrt(np.mean(errors)))
+    print(
+        f"\nloss {first:.2f} -> {last:.3f} ({first / last:.0f}x); RMSE {rmse:.3f} m vs constant {baseline_rmse:.3f} m"
+    )
     assert rmse < 0.5 * baseline_rmse, (rmse, baseline_rmse)
     assert result.best_metric == "train/total"
 
