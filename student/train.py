@@ -40,6 +40,7 @@ from student.distributed import (
     barrier,
     broadcast_object,
     convert_batchnorm,
+    from_environment,
     init_distributed,
     reducer_for,
     shutdown,
@@ -66,8 +67,8 @@ class TrainResult:
     rank: int = 0
 
 
-def _device(config: TrainConfig, info: DistInfo) -> torch.device:
-    name = resolve_device(config.device)
+def _device(name: str, info: DistInfo) -> torch.device:
+    """Each torchrun process on CUDA gets the GPU of its LOCAL_RANK."""
     if name == "cuda" and info.enabled:
         name = f"cuda:{info.local_rank}"
     return torch.device(name)
@@ -101,11 +102,14 @@ def train(
 ) -> TrainResult:
     """Train (or resume) a student run into ``config.out_dir``; returns the run's summary."""
     run_dir = Path(config.out_dir)
+    main_process = from_environment().is_main  # before the process group exists: torchrun's RANK
     sources = find_sources(config.labels_dir, config.teacher, config.seg_stage if model_config.seg else None)
     if model_config.seg and sources.seg_stage is None:
-        log(
-            f"note: {Path(config.labels_dir) / str(config.seg_stage)} not found: segmentation loss off, depth only"
-        )
+        if main_process:
+            log(
+                f"note: {Path(config.labels_dir) / str(config.seg_stage)} not found: "
+                "segmentation loss off, depth only"
+            )
         model_config = ModelConfig.from_dict({**model_config.to_dict(), "seg": False})
     lut = load_lut(config.lut) if config.lut else None
     depth_range = (config.min_depth, config.max_depth)
@@ -114,10 +118,11 @@ def train(
     train_ids, val_ids, val_drives = split_by_drive(sources.plan, config.val_drives, config.val_fraction)
     settings = _settings(config, model_config)
 
-    if resolve_device(config.device) == "cpu":
+    device_name = resolve_device(config.device)
+    if device_name == "cpu":
         keep_freed_memory()  # about 2x faster CPU steps at 1056x320 (see labelgen.memory)
-    info = init_distributed("cuda" if resolve_device(config.device).startswith("cuda") else "cpu")
-    device = _device(config, info)
+    info = init_distributed("cuda" if device_name.startswith("cuda") else "cpu")
+    device = _device(device_name, info)
     try:
         decision: tuple[str, Any] | None = None
         if info.is_main:
