@@ -25,6 +25,12 @@ class InputError(click.ClickException):
     exit_code = 2
 
 
+class Unavailable(click.ClickException):
+    """A backend this machine lacks (TensorRT, a GPU): one `Error: ...` line, exit status 3."""
+
+    exit_code = 3
+
+
 def _friendly_errors(func: Callable[..., Any]) -> Callable[..., Any]:
     """Turn the library's input errors (ValueError, FileNotFoundError) into :class:`InputError`."""
 
@@ -508,6 +514,89 @@ def student_predict(checkpoint, inputs, out_dir, variant, size, device, batch_si
     for line in done.skipped:
         click.echo(f"skipped: {line}", err=True)
     click.echo(f"{out_dir}: {len(done)} images predicted, {len(done.skipped)} skipped")
+
+
+def _csv(value: str) -> tuple[str, ...]:
+    return tuple(v.strip() for v in value.split(",") if v.strip())
+
+
+@student.command("export")
+@click.argument("checkpoint", type=click.Path(path_type=Path))
+@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path), help="Export folder.")
+@click.option("--variants", default="L,M,S,XS", show_default=True, help="Comma-separated variants.")
+@click.option("--size", default="480x320", show_default=True, callback=_one_size, metavar="WxH")
+@click.option("--target", type=click.Choice(["trt8", "trt10"]), default="trt10", show_default=True)
+@click.option("--precision", default="fp32", show_default=True, help="Comma-separated: fp32, fp16, int8.")
+@click.option("--calib-labels", type=click.Path(path_type=Path), help="Label folder for INT8 calibration.")
+@click.option("--calib-frames", default=64, show_default=True, help="INT8 calibration frames.")
+@click.option("--with-seg", is_flag=True, help="Also output the class map.")
+@click.option("--input-dtype", type=click.Choice(["uint8", "float32"]), help="Default: per target.")
+@click.option("--progress/--no-progress", default=True, help="Show a progress bar.")
+@_friendly_errors
+def student_export(
+    checkpoint,
+    out_dir,
+    variants,
+    size,
+    target,
+    precision,
+    calib_labels,
+    calib_frames,
+    with_seg,
+    input_dtype,
+    progress,
+) -> None:
+    """ONNX files for TensorRT 8.2 (Jetson TX2) or 10/11, FP32/FP16/INT8, checked against PyTorch."""
+    from student.export import export_onnx
+
+    manifest = export_onnx(
+        checkpoint,
+        out_dir,
+        variants=_csv(variants),
+        size=size,
+        target=target,
+        precisions=_csv(precision),
+        with_seg=with_seg,
+        calib_labels=calib_labels,
+        calib_frames=calib_frames,
+        input_dtype=input_dtype,
+        progress=progress,
+    )
+    click.echo(manifest.format_table())
+
+
+@student.command("build-engine")
+@click.argument("onnx_path", type=click.Path(path_type=Path))
+@click.option("--out", "out_path", required=True, type=click.Path(path_type=Path), help="Engine file.")
+@click.option("--fp16", is_flag=True, help="FP16 builder flag (TensorRT 8/10).")
+@click.option("--int8", is_flag=True, help="INT8: Q/DQ in the file, or calibrate from --calib-labels.")
+@click.option("--calib-labels", type=click.Path(path_type=Path), help="Label folder for the calibrator.")
+@click.option("--calib-frames", default=64, show_default=True)
+@click.option("--workspace", "workspace_mb", default=1024, show_default=True, help="Builder workspace (MB).")
+@_friendly_errors
+def student_build_engine(onnx_path, out_path, fp16, int8, calib_labels, calib_frames, workspace_mb) -> None:
+    """Build a TensorRT engine from an exported ONNX file (needs tensorrt and a GPU).
+
+    Without them: one line saying so, with the trtexec command to run on the device; exit status 3.
+    """
+    from student.tensorrt import EngineBuildError, TensorRTUnavailable, build_engine
+
+    try:
+        report = build_engine(
+            onnx_path,
+            out_path,
+            fp16=fp16,
+            int8=int8,
+            calib_labels=calib_labels,
+            calib_frames=calib_frames,
+            workspace_mb=workspace_mb,
+            log=click.echo,
+        )
+    except TensorRTUnavailable as err:
+        raise Unavailable(str(err)) from None
+    except EngineBuildError as err:
+        raise click.ClickException(str(err)) from None
+    click.echo(f"wrote {report.path}")
 
 
 def _summary_options(func: Callable[..., Any]) -> Callable[..., Any]:

@@ -176,3 +176,45 @@ def test_labels_train_eval_predict_on_the_real_frame(kitti_sample, tmp_path):
     assert depth16.dtype == np.uint16 and depth16.shape == gt.shape
     assert (tmp_path / "pred" / "0000000005_depth.png").is_file()
     assert not (tmp_path / "pred" / "0000000005_classes.png").exists()  # depth-only model
+
+
+def test_build_engine_without_tensorrt_says_so_in_one_line_with_exit_3(tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "tensorrt", None)  # as on a machine without TensorRT
+    model = tmp_path / "student.onnx"
+    model.write_bytes(b"")
+    result = invoke("student", "build-engine", model, "--out", tmp_path / "student.engine", "--fp16")
+    assert result.exit_code == 3, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: tensorrt is not installed here")
+    assert f"trtexec --onnx={model} --saveEngine={tmp_path / 'student.engine'} --fp16" in lines[0]
+    missing = invoke("student", "build-engine", tmp_path / "none.onnx", "--out", tmp_path / "x.engine")
+    assert "none.onnx: ONNX file not found" in one_error_line(missing)
+
+
+def test_export_from_the_command_line(checkpoints, tmp_path):
+    out = tmp_path / "export"
+    result = invoke(
+        "student",
+        "export",
+        checkpoints["M"],
+        "--out",
+        out,
+        "--variants",
+        "M,XS",
+        "--size",
+        "128x64",
+        "--target",
+        "trt8",
+        "--no-progress",
+    )
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert [f["path"] for f in manifest["files"]] == ["student_M_trt8_fp32.onnx", "student_XS_trt8_fp32.onnx"]
+    assert all(f["opset"] == 13 and f["parity"]["max_rel_err"] < 1e-4 for f in manifest["files"])
+    assert "student_XS_trt8_fp32.onnx" in result.output
+    line = one_error_line(invoke("student", "export", checkpoints["M"], "--out", out, "--variants", "L"))
+    assert "m.pt: holds variant M (3 decoder blocks); variant L needs 4" in line
+    line = one_error_line(invoke("student", "export", checkpoints["M"], "--out", out, "--precision", "int8"))
+    assert "int8" in line and "calib" in line
