@@ -599,6 +599,50 @@ def student_build_engine(onnx_path, out_path, fp16, int8, calib_labels, calib_fr
     click.echo(f"wrote {report.path}")
 
 
+@student.command("bench")
+@click.argument("source", type=click.Path(path_type=Path))
+@click.option("--variants", default="L,M,S,XS", show_default=True, help="Comma-separated variants.")
+@click.option("--size", default="480x320", show_default=True, callback=_one_size, metavar="WxH")
+@click.option(
+    "--backends", default="torch,onnxruntime", show_default=True, help="torch, onnxruntime, tensorrt."
+)
+@click.option("--precision", default="fp32", show_default=True, help="Comma-separated: fp32, fp16, int8.")
+@click.option("--device", default="cpu", show_default=True, help="cpu or cuda.")
+@click.option("--threads", type=int, help="CPU threads (default: all cores).")
+@click.option("--repeats", default=50, show_default=True, help="Timed runs per row (after warm-up).")
+@click.option("--calib-labels", type=click.Path(path_type=Path), help="Label folder for INT8 calibration.")
+@click.option("--out", "out_json", default="bench.json", show_default=True, type=click.Path(path_type=Path))
+@_friendly_errors
+def student_bench(
+    source, variants, size, backends, precision, device, threads, repeats, calib_labels, out_json
+) -> None:
+    """Latency and frames per second per variant, backend and precision (the paper's Table VI).
+
+    SOURCE is a student checkpoint (exported on the fly) or an export folder. Writes bench.json and
+    a PNG chart beside it; backends that are not installed are listed as such.
+    """
+    from labelgen.devices import resolve_device
+    from student.speed import bench_variants
+
+    result = bench_variants(
+        source,
+        variants=_csv(variants),
+        size=size,
+        backends=_csv(backends),
+        precisions=_csv(precision),
+        device=resolve_device(device),
+        threads=threads,
+        repeats=repeats,
+        calib_labels=calib_labels,
+        progress=True,
+    )
+    click.echo(result.format_table())
+    result.save_json(out_json)
+    chart = Path(out_json).with_suffix(".png")
+    result.plot(chart)
+    click.echo(f"wrote {out_json} and {chart}")
+
+
 def _summary_options(func: Callable[..., Any]) -> Callable[..., Any]:
     options = [
         click.option(

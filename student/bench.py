@@ -128,3 +128,19 @@ def plot_latency(rows: Sequence[VariantRow], path: str, title: str = "student la
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+# Backend timings (torch / ONNX Runtime / TensorRT per precision) live in student.speed.
+from student.speed import BenchResult, BenchRow, bench_variants  # noqa: E402
+
+__all__ = [
+    "DEFAULT_SIZES",
+    "BenchResult",
+    "BenchRow",
+    "VariantRow",
+    "bench_variants",
+    "format_table",
+    "measure_latency",
+    "plot_latency",
+    "summarize_variants",
+]

@@ -214,6 +214,24 @@ def test_export_from_the_command_line(checkpoints, tmp_path):
     assert [f["path"] for f in manifest["files"]] == ["student_M_trt8_fp32.onnx", "student_XS_trt8_fp32.onnx"]
     assert all(f["opset"] == 13 and f["parity"]["max_rel_err"] < 1e-4 for f in manifest["files"])
     assert "student_XS_trt8_fp32.onnx" in result.output
+    bench = invoke(
+        "student",
+        "bench",
+        out,
+        "--variants",
+        "XS",
+        "--backends",
+        "onnxruntime,tensorrt",
+        "--repeats",
+        "3",
+        "--out",
+        tmp_path / "bench.json",
+    )
+    assert bench.exit_code == 0, bench.output
+    rows = json.loads((tmp_path / "bench.json").read_text())["rows"]
+    assert {(r["backend"], r["status"].split(":")[0]) for r in rows} >= {("onnxruntime", "ok")}
+    assert any(r["backend"] == "tensorrt" and r["status"].startswith("not installed") for r in rows)
+    assert (tmp_path / "bench.png").is_file()
     line = one_error_line(invoke("student", "export", checkpoints["M"], "--out", out, "--variants", "L"))
     assert "m.pt: holds variant M (3 decoder blocks); variant L needs 4" in line
     line = one_error_line(invoke("student", "export", checkpoints["M"], "--out", out, "--precision", "int8"))

@@ -31,3 +31,9 @@ def test_latency_chart_is_a_png(tmp_path):
     path = tmp_path / "speed.png"
     plot_latency(rows, str(path))
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 5000
+
+
+def test_backend_bench_is_reachable_from_bench():
+    from student import bench, speed
+
+    assert bench.bench_variants is speed.bench_variants and bench.BenchResult is speed.BenchResult
