@@ -4,7 +4,6 @@ the demo and `benchmarks/student_speed.py`."""
 from __future__ import annotations
 
 import statistics
-import time
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 
@@ -37,18 +36,9 @@ def measure_latency(
     """Median wall time in milliseconds of one inference pass (batch 1, eager, after warm-up)."""
     model = model.to(device).eval()
     x = torch.rand(1, 3, *size, device=device)
-    times = []
+    sync = torch.cuda.synchronize if device.startswith("cuda") else None
     with torch.inference_mode():
-        for i in range(warmup + repeats):
-            if device.startswith("cuda"):
-                torch.cuda.synchronize()
-            start = time.perf_counter()
-            model(x)
-            if device.startswith("cuda"):
-                torch.cuda.synchronize()
-            if i >= warmup:
-                times.append((time.perf_counter() - start) * 1000.0)
-    return statistics.median(times)
+        return statistics.median(time_runs(lambda: model(x), repeats, warmup, sync))
 
 
 def summarize_variants(
@@ -131,7 +121,7 @@ def plot_latency(rows: Sequence[VariantRow], path: str, title: str = "student la
 
 
 # Backend timings (torch / ONNX Runtime / TensorRT per precision) live in student.speed.
-from student.speed import BenchResult, BenchRow, bench_variants  # noqa: E402
+from student.speed import BenchResult, BenchRow, bench_variants, time_runs  # noqa: E402
 
 __all__ = [
     "DEFAULT_SIZES",
