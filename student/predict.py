@@ -27,12 +27,10 @@ from tqdm import tqdm
 
 from labelgen.atomic import write_bytes_atomic
 from labelgen.inspect import depth_figure, seg_palette
-from labelgen.kitti import read_image
+from labelgen.kitti import IMAGE_SUFFIXES, read_image
 from labelgen.lidar import depth_to_png16
 from student.checkpoint import load_student
 from student.data import preprocess_image
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
 
 @dataclass(frozen=True)
