@@ -9,7 +9,9 @@ holds the trtexec and polygraphy lines for the device. Contract and choices: doc
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import tempfile
 import warnings
 from dataclasses import dataclass, field
@@ -35,6 +37,9 @@ DEFAULT_INPUT_DTYPE = {"trt8": "float32", "trt10": "uint8"}
 """TensorRT 8.2 takes no UINT8 network input, so trt8 gets float32 0..255; TensorRT 10 does."""
 MAX_BATCH = 64  # trt10's dynamic batch range is 1..MAX_BATCH
 PARITY_FRAMES = 4  # real frames used for parity when they default to the calibration frames
+INT8_RUNTIMES = ("tensorrt", "onnxruntime")
+"""int8 gives two Q/DQ files from the same calibration: TensorRT's form (``..._int8.onnx``) and
+ONNX Runtime's CPU form (``..._int8_ort.onnx``); see ``_to_int8``."""
 
 
 class ExportModel(nn.Module):
@@ -159,24 +164,32 @@ def export_onnx(
         ref = [checks.run(checks.session(base), x)[0] for x in real]
         copies = [p for p in ("fp16", "int8") if p in precisions and not (p == "fp16" and target == "trt8")]
         for precision in copies:
-            path = out_dir / f"student_{variant}_{target}_{precision}.onnx"
-            say(f"exporting {path.name}")
-            if precision == "fp16":
-                copy = _to_fp16(fp32)
-            else:
-                copy = _to_int8(fp32, [to_export_input(im, size, dtype) for im in calib.images])
-            checks.check_structure(copy, target, path.name)
-            write_bytes_atomic(path, copy.SerializeToString())
-            entry = _describe(manifest, path, copy, variant, target, precision, config, size, dtype)
-            entry["parity"] = _copy_parity(path, precision, real, ref)
-            if precision == "int8":
-                entry["calibration"] = {
-                    "labels": str(calib_labels),
-                    "frame_ids": list(calib.frame_ids),
-                    "requested": calib.requested,
-                    "note": calib.note,
-                }
-            manifest.files.append(entry)
+            runtimes = INT8_RUNTIMES if precision == "int8" else ("any",)
+            for runtime in runtimes:
+                suffix = "_ort" if runtime == "onnxruntime" else ""
+                path = out_dir / f"student_{variant}_{target}_{precision}{suffix}.onnx"
+                say(f"exporting {path.name}")
+                if precision == "fp16":
+                    copy = _to_fp16(fp32)
+                else:
+                    frames = [to_export_input(im, size, dtype) for im in calib.images]
+                    copy = _to_int8(fp32, frames, runtime)
+                    if runtime == "tensorrt":
+                        checks.check_tensorrt_qdq(copy, path.name)
+                checks.check_structure(copy, target, path.name)
+                write_bytes_atomic(path, copy.SerializeToString())
+                entry = _describe(
+                    manifest, path, copy, variant, target, precision, config, size, dtype, runtime
+                )
+                entry["parity"] = _copy_parity(path, precision, real, ref)
+                if precision == "int8":
+                    entry["calibration"] = {
+                        "labels": str(calib_labels),
+                        "frame_ids": list(calib.frame_ids),
+                        "requested": calib.requested,
+                        "note": calib.note,
+                    }
+                manifest.files.append(entry)
 
     write_text_atomic(out_dir / "manifest.json", json.dumps(manifest.to_dict(), indent=2) + "\n")
     say(f"wrote {len(manifest.files)} ONNX file(s) and {out_dir / 'manifest.json'}")
@@ -225,10 +238,17 @@ def _to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
         return float16.convert_float_to_float16(model, keep_io_types=True, op_block_list=block)
 
 
-def _to_int8(model: onnx.ModelProto, frames: list[np.ndarray]) -> onnx.ModelProto:
-    """Q/DQ copy by ONNX Runtime's static quantizer, in the form TensorRT's explicit quantization
-    reads: symmetric int8 activations, per-channel symmetric int8 weights as Q->DQ pairs on the FP32
-    weights, FP32 biases, Conv inputs only."""
+def _to_int8(model: onnx.ModelProto, frames: list[np.ndarray], runtime: str = "tensorrt") -> onnx.ModelProto:
+    """Q/DQ copy by ONNX Runtime's static quantizer (MinMax calibration on ``frames``).
+
+    ``runtime="tensorrt"``: the form TensorRT's explicit quantization reads: symmetric int8
+    activations (zero point 0), per-channel symmetric int8 weights as Q->DQ pairs on the FP32
+    weights, FP32 biases, Q/DQ on Conv inputs only. ``runtime="onnxruntime"``: the form ONNX
+    Runtime's CPU kernels fuse into QLinearConv: asymmetric uint8 activations on every supported
+    operator (a ReLU6 followed by a [0, 6] quantizer is dropped), per-channel int8 weights, int32
+    biases. TensorRT refuses the second (non-zero zero points, uint8); ONNX Runtime runs the first
+    mostly as float with conversions (docs/export.md).
+    """
     from onnxruntime.quantization import (
         CalibrationDataReader,
         CalibrationMethod,
@@ -244,21 +264,42 @@ def _to_int8(model: onnx.ModelProto, frames: list[np.ndarray]) -> onnx.ModelProt
         def get_next(self) -> dict | None:
             return next(self.items, None)
 
-    with tempfile.TemporaryDirectory() as tmp:
-        source, target = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
-        onnx.save(onnx.shape_inference.infer_shapes(model), str(source))
-        quantize_static(
-            str(source), str(target), Reader(), quant_format=QuantFormat.QDQ, op_types_to_quantize=["Conv"],
-            per_channel=True, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-            calibrate_method=CalibrationMethod.MinMax,
+    if runtime == "tensorrt":
+        settings = dict(
+            op_types_to_quantize=["Conv"], activation_type=QuantType.QInt8,
             extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "AddQDQPairToWeight": True,
                            "QuantizeBias": False},
         )  # fmt: skip
+    elif runtime == "onnxruntime":
+        settings = dict(activation_type=QuantType.QUInt8, extra_options={"WeightSymmetric": True})
+    else:
+        raise ValueError(f"unknown int8 runtime {runtime!r}; choose tensorrt or onnxruntime")
+    with tempfile.TemporaryDirectory() as tmp:
+        source, target = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
+        onnx.save(onnx.shape_inference.infer_shapes(model), str(source))
+        with warnings.catch_warnings(), _quiet_quantizer():
+            warnings.simplefilter("ignore")
+            quantize_static(
+                str(source), str(target), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax, **settings,
+            )  # fmt: skip
         quantized = onnx.load(str(target))
     del quantized.opset_import[:]
     quantized.opset_import.extend(model.opset_import)  # the quantizer only adds ops of these opsets
     quantized.ir_version = model.ir_version
     return quantized
+
+
+@contextlib.contextmanager
+def _quiet_quantizer():
+    """The quantizer logs a pre-processing hint on the root logger at WARNING; hide it."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
 
 
 def _fp32_parity(path: Path, wrapper: ExportModel, real, size, dtype: str, target: str) -> dict:
@@ -307,12 +348,14 @@ def _copy_parity(path: Path, precision: str, real, ref) -> dict:
     return figures
 
 
-def _describe(manifest, path: Path, model, variant, target, precision, config, size, dtype) -> dict:
+def _describe(
+    manifest, path: Path, model, variant, target, precision, config, size, dtype, runtime: str = "any"
+) -> dict:
     """The manifest entry of one file (parity added by the caller), and its commands file."""
     height, width = size
     info = checks.check_structure(model, target, path.name)
     batch = "batch" if target == "trt10" else 1
-    lines = _commands(path.name, target, precision, height, width, dtype)
+    lines = _commands(path.name, target, precision, height, width, dtype, runtime)
     write_text_atomic(path.with_name(path.stem + ".commands.txt"), "\n".join(lines) + "\n")
     return {
         "path": path.name,
@@ -320,6 +363,7 @@ def _describe(manifest, path: Path, model, variant, target, precision, config, s
         "variant": variant,
         "target": target,
         "precision": precision,
+        "runtime": runtime,
         "input": {"name": "image", "dtype": dtype, "shape": [batch, 3, height, width], "range": [0, 255]},
         "outputs": [o.name for o in model.graph.output],
         "output_size": list(config.with_size(size).output_size),
@@ -330,13 +374,24 @@ def _describe(manifest, path: Path, model, variant, target, precision, config, s
     }
 
 
-def _commands(name: str, target: str, precision: str, height: int, width: int, dtype: str) -> list[str]:
+def _commands(
+    name: str, target: str, precision: str, height: int, width: int, dtype: str, runtime: str = "any"
+) -> list[str]:
     """trtexec lines to build and time an engine, polygraphy lines to compare it with ONNX Runtime."""
     stem = name.removesuffix(".onnx")
     shapes = f" --shapes=image:1x3x{height}x{width}" if target == "trt10" else ""
     poly = f"polygraphy run {name} --onnxrt --val-range image:[0,255]"
     if target == "trt10":
         poly += f" --input-shapes image:[1,3,{height},{width}]"
+    if runtime == "onnxruntime":
+        trt_name = name.replace("_int8_ort.onnx", "_int8.onnx")
+        return [
+            "# ONNX Runtime's CPU form of the INT8 copy (uint8 activations with zero points): TensorRT",
+            f"# refuses it; build engines from {trt_name}. Time it on the CPU with:",
+            f"edgedepth student bench EXPORT_DIR --backends onnxruntime --precision int8 --size {width}x{height}",
+            f"polygraphy run {name} --onnxrt --val-range image:[0,255]"
+            + (f" --input-shapes image:[1,3,{height},{width}]" if target == "trt10" else ""),
+        ]
     trt = f"trtexec --onnx={name}"
     if precision == "fp32" and target == "trt8":
         return [

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import onnx.numpy_helper
 import onnxruntime as ort
 
 from student.metrics import compute_errors
@@ -73,6 +74,29 @@ def check_structure(model: onnx.ModelProto, target: str, name: str) -> dict:
     return {"opset": opset, "ir_version": int(model.ir_version), "ops": ops}
 
 
+def check_tensorrt_qdq(model: onnx.ModelProto, name: str) -> None:
+    """Raise ValueError unless every Q/DQ node is what TensorRT's explicit quantization reads:
+    int8 with zero point 0 (TensorRT 8.x-11 take no uint8 Q/DQ and no non-zero zero points)."""
+    inits = {t.name: t for t in model.graph.initializer}
+    consts = {
+        n.output[0]: n.attribute[0].t for n in model.graph.node if n.op_type == "Constant" and n.attribute
+    }
+    for node in model.graph.node:
+        if node.op_type not in ("QuantizeLinear", "DequantizeLinear"):
+            continue
+        if len(node.input) < 3 or not node.input[2]:
+            continue  # no zero point: int8, 0 by the ONNX default
+        tensor = inits.get(node.input[2]) or consts.get(node.input[2])
+        if tensor is None:
+            raise ValueError(f"{name}: {node.op_type} {node.name} has a computed zero point")
+        values = onnx.numpy_helper.to_array(tensor)
+        if tensor.data_type != onnx.TensorProto.INT8 or np.any(values != 0):
+            raise ValueError(
+                f"{name}: {node.op_type} {node.name} has a {values.dtype} zero point "
+                f"{values.ravel()[:3].tolist()}; TensorRT needs int8 with zero point 0"
+            )
+
+
 def session(path: str | Path) -> ort.InferenceSession:
     """An ONNX Runtime CPU session (graph optimisations off, so it runs the file as written)."""
     options = ort.SessionOptions()
@@ -107,6 +131,7 @@ __all__ = [
     "MAX_IR_VERSION",
     "TARGET_OPSET",
     "check_structure",
+    "check_tensorrt_qdq",
     "depth_figures",
     "max_rel_err",
     "run",

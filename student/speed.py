@@ -311,7 +311,9 @@ class _Variant:
     name: str
     config: ModelConfig
     model: torch.nn.Module
-    files: dict[str, dict]  # precision -> manifest entry (with "file": absolute path)
+    files: dict[
+        str, dict
+    ]  # precision (int8-ort: ONNX Runtime's int8 form) -> manifest entry, "file" absolute
     notes: dict[str, str]  # precision -> why there is no file
     weights_note: str = ""
 
@@ -437,7 +439,7 @@ def _from_checkpoint(
         item.notes.update(notes)
         for entry in manifest.files:
             if entry["variant"] == item.name:
-                item.files[entry["precision"]] = {**entry, "file": str(manifest.out_dir / entry["path"])}
+                item.files[_file_key(entry)] = {**entry, "file": str(manifest.out_dir / entry["path"])}
     return items
 
 
@@ -457,7 +459,7 @@ def _from_export_dir(folder: Path, variants, precisions):
             model, _ = load_student(checkpoint, name)
         else:
             model, note = config.build().eval(), "torch rows use random weights (checkpoint not found)"
-        files = {e["precision"]: {**e, "file": str(folder / e["path"])} for e in mine}
+        files = {_file_key(e): {**e, "file": str(folder / e["path"])} for e in mine}
         missing = {p: f"the export folder has no {p} file of {name}" for p in precisions if p not in files}
         items.append(_Variant(name, config, model, files, missing, note))
     return items
@@ -509,7 +511,8 @@ def _ort_row(item, base, precision, device, threads, repeats, warmup, memory, wo
     if device.startswith("cuda") and "CUDAExecutionProvider" not in ort.get_available_providers():
         return BenchRow(**base, backend="onnxruntime", precision=precision, status="not installed",
                         note="onnxruntime has no CUDA provider here (onnxruntime-gpu)")  # fmt: skip
-    entry = item.files.get(precision)
+    entry = item.files.get(f"{precision}-ort") or item.files.get(precision)
+    # int8: ONNX Runtime's own Q/DQ form when the export wrote it, else the TensorRT form
     if entry is None:
         note = item.notes.get(precision, f"no {precision} file")
         return BenchRow(**base, backend="onnxruntime", precision=precision, status="skipped", note=note)
@@ -523,11 +526,17 @@ def _ort_row(item, base, precision, device, threads, repeats, warmup, memory, wo
                     note=_parity_note(entry))  # fmt: skip
 
 
+def _file_key(entry: dict) -> str:
+    """Key of a manifest entry in a bench item's files: the precision, ``-ort`` for ONNX Runtime's form."""
+    return entry["precision"] + ("-ort" if entry.get("runtime") == "onnxruntime" else "")
+
+
 def _parity_note(entry: dict) -> str:
     parity = entry.get("parity", {})
     if entry["precision"] == "fp32" or "abs_rel" not in parity:
         return ""
-    return f"depth vs FP32: Abs Rel {parity['abs_rel']:.3g}, RMSE {parity['rmse']:.3g} m"
+    form = f"{Path(entry['path']).name}: " if entry.get("runtime") == "onnxruntime" else ""
+    return f"{form}depth vs FP32: Abs Rel {parity['abs_rel']:.3g}, RMSE {parity['rmse']:.3g} m"
 
 
 def _trt_row(item, base, precision, device, threads, repeats, warmup, memory, work, calib_labels):

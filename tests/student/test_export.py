@@ -63,8 +63,12 @@ def exported(request, ckpt, labels, tmp_path_factory):
     return request.param, out, manifest
 
 
-def _entry(manifest, variant, precision):
-    found = [f for f in manifest["files"] if f["variant"] == variant and f["precision"] == precision]
+def _entry(manifest, variant, precision, runtime=None):
+    runtime = runtime or ("tensorrt" if precision == "int8" else "any")
+    found = [
+        f for f in manifest["files"]
+        if f["variant"] == variant and f["precision"] == precision and f["runtime"] == runtime
+    ]  # fmt: skip
     assert len(found) == 1, (variant, precision, [f["path"] for f in manifest["files"]])
     return found[0]
 
@@ -133,6 +137,23 @@ def test_copies_within_bounds(exported, variant):
     assert len(int8["calibration"]["frame_ids"]) == 2 and "all 2" in int8["calibration"]["note"]
     assert "--int8" in (out / int8["commands"]).read_text()
     assert any("all 2 labelled frame" in note for note in data_["notes"])
+
+    # the TensorRT form: int8 Q/DQ with zero point 0 only; ONNX Runtime's form: uint8 activations,
+    # which TensorRT would refuse; both from the same calibration frames, both near the FP32 depth
+    trt_model = onnx.load(str(out / int8["path"]))
+    onnx_checks.check_tensorrt_qdq(trt_model, int8["path"])
+    ort_entry = _entry(data_, variant, "int8", "onnxruntime")
+    assert ort_entry["path"] == f"student_{variant}_{target}_int8_ort.onnx"
+    assert ort_entry["calibration"]["frame_ids"] == int8["calibration"]["frame_ids"]
+    assert ort_entry["parity"]["abs_rel"] <= onnx_checks.INT8_ABS_REL_MAX
+    ort_model = onnx.load(str(out / ort_entry["path"]))
+    with pytest.raises(ValueError, match="TensorRT needs int8 with zero point 0"):
+        onnx_checks.check_tensorrt_qdq(ort_model, ort_entry["path"])
+    assert "refuses it" in (out / ort_entry["commands"]).read_text()
+    image = to_export_input(data.coffee(), SIZE, int8["input"]["dtype"])
+    a = onnx_checks.run(onnx_checks.session(out / int8["path"]), image)[0]
+    b = onnx_checks.run(onnx_checks.session(out / ort_entry["path"]), image)[0]
+    assert onnx_checks.depth_figures(b, a)["abs_rel"] < 2 * onnx_checks.INT8_ABS_REL_MAX
     if target == "trt8":
         assert not [f for f in data_["files"] if f["precision"] == "fp16"]
         assert any("builder flag" in note for note in data_["notes"])

@@ -100,6 +100,19 @@ def test_an_export_folder_is_a_source(ckpt, tmp_path):
     assert "export folder" in result.settings["source"] and result.settings["threads"] == 1
 
 
+def test_onnxruntime_times_onnxruntimes_int8_form(ckpt, tmp_path):
+    from tests.student.labelfolder import make_label_folder
+
+    labels = make_label_folder(tmp_path / "labels", {"2011_09_26_drive_0001_sync": 2}, lidar=False, seg=False)
+    export_onnx(ckpt, tmp_path / "onnx", ("XS",), SIZE, "trt8", ("fp32", "int8"), calib_labels=labels,
+                progress=False)  # fmt: skip
+    (int8,) = bench_variants(
+        tmp_path / "onnx", ["XS"], backends=("onnxruntime",), precisions=("int8",),
+        threads=1, repeats=2, warmup=0, memory=False,
+    ).rows  # fmt: skip
+    assert int8.status == "ok" and int8.note.startswith("student_XS_trt8_int8_ort.onnx: depth vs FP32")
+
+
 def test_unknown_backend_is_refused(ckpt):
     with pytest.raises(ValueError, match="unknown backend 'tflite'"):
         bench_variants(ckpt, ["XS"], SIZE, ("tflite",))
