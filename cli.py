@@ -1,8 +1,10 @@
 """The `edgedepth` command line: one group per pipeline wing, one command per stage.
 
 This module only parses options and calls library functions; everything here is callable from
-Python (see README.md). Errors from the library (ValueError, FileNotFoundError) become one-line
-messages and exit code 2 rather than tracebacks.
+Python (see README.md). Errors become one `Error:` line naming the file and the problem, never a
+traceback. Exit statuses: 0 done; 1 some frames failed (`labelgen run`); 2 bad usage or bad input;
+3 a backend this machine lacks (TensorRT, a GPU); 4 an OS fault (disk full, permission denied,
+read-only folder, a path under a file).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Any
 import click
 
 from labelgen import __version__
+from labelgen.errors import describe, is_os_fault
 
 VARIANT_NAMES = ("L", "M", "S", "XS")
 
@@ -31,17 +34,33 @@ class Unavailable(click.ClickException):
     exit_code = 3
 
 
+class SystemFault(click.ClickException):
+    """The machine's fault (disk full, permission denied, read-only): one `Error:` line, exit status 4."""
+
+    exit_code = 4
+
+
 def _friendly_errors(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn the library's input errors (ValueError, FileNotFoundError) into :class:`InputError`."""
+    """Turn the library's errors into one `Error:` line: bad input (ValueError, a missing file) is
+    :class:`InputError`, an OS fault (``labelgen.errors.is_os_fault``) :class:`SystemFault`."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
-        except (ValueError, FileNotFoundError) as err:
-            raise InputError(str(err)) from None
+        except OSError as err:
+            raise (SystemFault if is_os_fault(err) else InputError)(describe(err)) from None
+        except (ValueError, MemoryError) as err:
+            raise InputError(describe(err) if str(err) else type(err).__name__) from None
 
     return wrapper
+
+
+POSITIVE = click.IntRange(min=1)
+NON_NEGATIVE = click.IntRange(min=0)
+METRES = click.FloatRange(min=0)
+POSITIVE_METRES = click.FloatRange(min=0, min_open=True)
+SHARE = click.FloatRange(0, 1, max_open=True)
 
 
 def _parse_size(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> tuple:
@@ -72,20 +91,36 @@ def labelgen() -> None:
 @click.option("--out", "labels_dir", required=True, type=click.Path(path_type=Path), help="Label folder.")
 @click.option("--split-file", type=click.Path(path_type=Path), help="monodepth2-style split file.")
 @click.option("--drives", multiple=True, help="Drive folder names, e.g. 2011_09_26_drive_0001_sync.")
-@click.option("--shard-size", default=64, show_default=True, help="Frames per shard at most.")
+@click.option(
+    "--shard-size",
+    default=64,
+    show_default=True,
+    type=click.IntRange(1, 100_000),
+    help="Frames per shard at most.",
+)
 @click.option("--overwrite", is_flag=True, help="Replace a different existing plan.")
 @_friendly_errors
 def labelgen_plan(kitti_root, labels_dir, split_file, drives, shard_size, overwrite) -> None:
     """Select frames and partition them into shards: writes LABELS/plan.json."""
-    from labelgen.plan import plan_shards, write_plan
+    from labelgen.lock import folder_lock
+    from labelgen.plan import missing_inputs, plan_shards, write_plan
 
     if split_file and drives:
         raise InputError("give --split-file or --drives, not both")
     plan = plan_shards(kitti_root, drives=drives or None, split_file=split_file, shard_size=shard_size)
-    path = write_plan(plan, labels_dir, overwrite=overwrite)
+    with folder_lock(labels_dir, "labelgen plan"):
+        path = write_plan(plan, labels_dir, overwrite=overwrite)
     click.echo(f"{path}: {len(plan.frame_ids)} frames in {len(plan.shards)} shards, plan {plan.plan_id[:12]}")
     for date, reason in plan.calibration_errors.items():
         click.echo(f"warning: {date}: {reason} (its frames will be reported as failed)", err=True)
+    count, first = missing_inputs(plan)
+    if count:
+        more = ", ..." if count > len(first) else ""
+        click.echo(
+            f"warning: {count} of {len(plan.frame_ids)} planned frames lack an input file "
+            f"(they will fail): {', '.join(first)}{more}",
+            err=True,
+        )
 
 
 @labelgen.command("run")
@@ -96,10 +131,16 @@ def labelgen_plan(kitti_root, labels_dir, split_file, drives, shard_size, overwr
     show_default=True,
     help="Comma-separated stages: images, lidar, sgbm, psmnet, seg.",
 )
-@click.option("--workers", type=int, help="Local workers (default: one per core, or per GPU with cuda).")
+@click.option("--workers", type=POSITIVE, help="Local workers (default: one per core, or per GPU with cuda).")
 @click.option("--scheduler", help="Address of an existing dask scheduler, e.g. tcp://host:8786.")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda or auto (for teacher models).")
-@click.option("--batch-size", default=1, show_default=True, help="Frames per teacher forward pass.")
+@click.option(
+    "--batch-size",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 1024),
+    help="Frames per teacher forward pass.",
+)
 @click.option(
     "--precision",
     type=click.Choice(["fp32", "fp16"]),
@@ -108,6 +149,18 @@ def labelgen_plan(kitti_root, labels_dir, split_file, drives, shard_size, overwr
     help="Teacher inference precision (fp16 needs CUDA).",
 )
 @click.option("--overwrite", is_flag=True, help="Redo shards that are already complete.")
+@click.option(
+    "--retry-failed",
+    is_flag=True,
+    help="Also redo the complete shards that hold failed frames (after a fix).",
+)
+@click.option(
+    "--verify",
+    type=click.Choice(["full", "quick"]),
+    default="full",
+    show_default=True,
+    help="Resume check of existing shards: every chunk's checksum, or the attributes only.",
+)
 @click.option(
     "--image-size",
     "image_size",
@@ -126,11 +179,17 @@ def labelgen_plan(kitti_root, labels_dir, split_file, drives, shard_size, overwr
 )
 @click.option(
     "--lr-check",
-    type=float,
+    type=click.FloatRange(min=0),
     default=None,
     help="Left-right consistency threshold in px for sgbm (default 1) and psmnet (default off); 0 disables.",
 )
-@click.option("--num-disparities", type=int, default=192, show_default=True, help="sgbm stage.")
+@click.option(
+    "--num-disparities",
+    type=click.IntRange(16, 1024),
+    default=192,
+    show_default=True,
+    help="sgbm stage (multiple of 16).",
+)
 @click.option("--psmnet-checkpoint", type=click.Path(path_type=Path), help="psmnet stage: checkpoint file.")
 @click.option(
     "--align-corners/--no-align-corners",
@@ -164,6 +223,8 @@ def labelgen_run(
     batch_size,
     precision,
     overwrite,
+    retry_failed,
+    verify,
     image_size,
     lidar_cams,
     lidar_depth,
@@ -214,12 +275,14 @@ def labelgen_run(
         device=device,
         batch_size=batch_size,
         overwrite=overwrite,
+        retry_failed=retry_failed,
+        verify=verify,
         stage_options={n: options.get(n, {}) for n in names},
         progress=progress,
     )
     click.echo(format_reports(reports))
-    if any(r.shards_failed for r in reports):
-        raise SystemExit(1)
+    if not all(r.all_done for r in reports):
+        raise SystemExit(1)  # some frames failed or some shards were not written
 
 
 @labelgen.command("weights")
@@ -236,12 +299,19 @@ def labelgen_weights(name, out_dir) -> None:
 @labelgen.command("inspect")
 @click.argument("labels_dir", type=click.Path(path_type=Path))
 @click.option("--png", "png_dir", type=click.Path(path_type=Path), help="Write PNG previews here.")
+@click.option(
+    "--verify",
+    type=click.Choice(["full", "quick"]),
+    default="full",
+    show_default=True,
+    help="Read every chunk (checksums), or check the attributes only.",
+)
 @_friendly_errors
-def labelgen_inspect(labels_dir, png_dir) -> None:
+def labelgen_inspect(labels_dir, png_dir, verify) -> None:
     """Completeness and value ranges per stage; PNG previews of the first frames."""
     from labelgen.inspect import inspect_labels, write_previews
 
-    click.echo(inspect_labels(labels_dir))
+    click.echo(inspect_labels(labels_dir, verify=verify))
     if png_dir:
         for path in write_previews(labels_dir, png_dir):
             click.echo(f"wrote {path}")
@@ -258,15 +328,37 @@ def calib() -> None:
 @click.option(
     "--out", "out_path", required=True, type=click.Path(path_type=Path), help="The lut.json to write."
 )
-@click.option("--bin-width", default=1.0, show_default=True, help="Bin width in metres of teacher depth.")
-@click.option("--min-depth", default=1.0, show_default=True, help="Lowest teacher depth binned (m).")
-@click.option("--max-depth", default=80.0, show_default=True, help="Highest teacher depth binned (m).")
+@click.option(
+    "--bin-width",
+    default=1.0,
+    show_default=True,
+    type=click.FloatRange(min=0.001),
+    help="Bin width in metres of teacher depth.",
+)
+@click.option(
+    "--min-depth", default=1.0, show_default=True, type=METRES, help="Lowest teacher depth binned (m)."
+)
+@click.option(
+    "--max-depth",
+    default=80.0,
+    show_default=True,
+    type=POSITIVE_METRES,
+    help="Highest teacher depth binned (m).",
+)
 @click.option("--stat", type=click.Choice(["mean", "median"]), default="mean", show_default=True)
 @click.option(
-    "--min-count", default=100, show_default=True, help="Pixels a bin needs; fewer: interpolated, flagged."
+    "--min-count",
+    default=100,
+    show_default=True,
+    type=POSITIVE,
+    help="Pixels a bin needs; fewer: interpolated, flagged.",
 )
-@click.option("--holdout", default=0.1, show_default=True, help="Share of drives held out for evaluation.")
-@click.option("--workers", type=int, help="Fit with this many local dask workers (default: one process).")
+@click.option(
+    "--holdout", default=0.1, show_default=True, type=SHARE, help="Share of drives held out for evaluation."
+)
+@click.option(
+    "--workers", type=POSITIVE, help="Fit with this many local dask workers (default: one process)."
+)
 @click.option("--scheduler", help="Fit on an existing dask scheduler, e.g. tcp://host:8786.")
 @click.option("--png", type=click.Path(path_type=Path), help="Also plot the table here.")
 @click.option("--progress/--no-progress", default=True, help="Show a progress bar.")
@@ -322,8 +414,10 @@ def calib_fit(
 def calib_apply(lut_path, labels_dir, teacher) -> None:
     """Write LABELS/<teacher>_corrected shards: teacher depth + LUT(teacher depth)."""
     from calib.fit import write_corrected
+    from labelgen.lock import folder_lock
 
-    summary = write_corrected(labels_dir, lut_path, teacher, progress=True)
+    with folder_lock(labels_dir, f"calib apply --teacher {teacher}"):
+        summary = write_corrected(labels_dir, lut_path, teacher, progress=True)
     click.echo(
         f"{summary['path']}: {summary['written']} shards written, {summary['skipped']} already current, "
         f"{summary['frames']} frames ({summary['frames_failed']} failed), table {summary['lut_sha256'][:12]}"
@@ -363,24 +457,40 @@ def _one_size(ctx: click.Context, param: click.Parameter, value: str | None) -> 
 @click.option(
     "--variant", default="L", show_default=True, type=click.Choice(VARIANT_NAMES, case_sensitive=False)
 )
-@click.option("--epochs", default=20, show_default=True)
-@click.option("--iters-per-epoch", default=1000, show_default=True)
-@click.option("--batch-size", default=8, show_default=True, help="Per process; effective = x processes.")
-@click.option("--lr", default=0.01, show_default=True, help="Adam learning rate.")
-@click.option("--lr-decay", default=0.9, show_default=True, help="Learning rate factor after every epoch.")
+@click.option("--epochs", default=20, show_default=True, type=POSITIVE)
+@click.option("--iters-per-epoch", default=1000, show_default=True, type=POSITIVE)
+@click.option(
+    "--batch-size", default=8, show_default=True, type=POSITIVE, help="Per process; effective = x processes."
+)
+@click.option("--lr", default=0.01, show_default=True, type=POSITIVE_METRES, help="Adam learning rate.")
+@click.option(
+    "--lr-decay",
+    default=0.9,
+    show_default=True,
+    type=click.FloatRange(0, 1, min_open=True),
+    help="Learning rate factor after every epoch.",
+)
 @click.option("--size", default="1056x320", show_default=True, callback=_one_size, metavar="WxH")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda or auto.")
 @click.option("--amp", is_flag=True, help="Mixed precision (fp16 on CUDA, bf16 on CPU).")
-@click.option("--workers", default=2, show_default=True, help="Data loader worker processes.")
+@click.option(
+    "--workers", default=2, show_default=True, type=NON_NEGATIVE, help="Data loader worker processes."
+)
 @click.option("--encoder-weights", type=click.Path(path_type=Path), help="ImageNet MobileNetV2-0.35 file.")
 @click.option("--no-seg", is_flag=True, help="Depth only (Table II ablation).")
 @click.option("--depth-space", type=click.Choice(["log", "linear"]), default="log", show_default=True)
 @click.option("--val-drives", help="Comma-separated validation drives (default: --val-fraction).")
-@click.option("--val-fraction", default=0.1, show_default=True, help="Share of frames held out, by drive.")
+@click.option(
+    "--val-fraction", default=0.1, show_default=True, type=SHARE, help="Share of frames held out, by drive."
+)
 @click.option("--no-augment", is_flag=True, help="No flip / colour jitter.")
-@click.option("--min-depth", default=1.0, show_default=True, help="Labels below are ignored (m).")
-@click.option("--max-depth", default=80.0, show_default=True, help="Labels above are ignored (m).")
-@click.option("--seed", default=0, show_default=True)
+@click.option(
+    "--min-depth", default=1.0, show_default=True, type=METRES, help="Labels below are ignored (m)."
+)
+@click.option(
+    "--max-depth", default=80.0, show_default=True, type=POSITIVE_METRES, help="Labels above are ignored (m)."
+)
+@click.option("--seed", default=0, show_default=True, type=NON_NEGATIVE)
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
 @click.option("--progress/--no-progress", default=True, help="Show progress bars.")
 @_friendly_errors
@@ -435,7 +545,7 @@ def student_train(
 @click.option("--crop", type=click.Choice(["garg", "eigen", "none"]), default="garg", show_default=True)
 @click.option("--size", callback=_one_size, metavar="WxH", help="Input size (default: the checkpoint's).")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda or auto.")
-@click.option("--batch-size", default=4, show_default=True)
+@click.option("--batch-size", default=4, show_default=True, type=POSITIVE)
 @click.option(
     "--resize-in",
     type=click.Choice(["depth", "disparity"]),
@@ -496,7 +606,7 @@ def student_eval(
 )
 @click.option("--size", callback=_one_size, metavar="WxH", help="Input size (default: the checkpoint's).")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda or auto.")
-@click.option("--batch-size", default=4, show_default=True)
+@click.option("--batch-size", default=4, show_default=True, type=POSITIVE)
 @click.option("--progress/--no-progress", default=True, help="Show a progress bar.")
 @_friendly_errors
 def student_predict(checkpoint, inputs, out_dir, variant, size, device, batch_size, progress) -> None:
@@ -528,7 +638,7 @@ def _csv(value: str) -> tuple[str, ...]:
 @click.option("--target", type=click.Choice(["trt8", "trt10"]), default="trt10", show_default=True)
 @click.option("--precision", default="fp32", show_default=True, help="Comma-separated: fp32, fp16, int8.")
 @click.option("--calib-labels", type=click.Path(path_type=Path), help="Label folder for INT8 calibration.")
-@click.option("--calib-frames", default=64, show_default=True, help="INT8 calibration frames.")
+@click.option("--calib-frames", default=64, show_default=True, type=POSITIVE, help="INT8 calibration frames.")
 @click.option("--with-seg", is_flag=True, help="Also output the class map.")
 @click.option("--input-dtype", type=click.Choice(["uint8", "float32"]), help="Default: per target.")
 @click.option("--progress/--no-progress", default=True, help="Show a progress bar.")
@@ -571,8 +681,15 @@ def student_export(
 @click.option("--fp16", is_flag=True, help="FP16 builder flag (TensorRT 8/10).")
 @click.option("--int8", is_flag=True, help="INT8: Q/DQ in the file, or calibrate from --calib-labels.")
 @click.option("--calib-labels", type=click.Path(path_type=Path), help="Label folder for the calibrator.")
-@click.option("--calib-frames", default=64, show_default=True)
-@click.option("--workspace", "workspace_mb", default=1024, show_default=True, help="Builder workspace (MB).")
+@click.option("--calib-frames", default=64, show_default=True, type=POSITIVE)
+@click.option(
+    "--workspace",
+    "workspace_mb",
+    default=1024,
+    show_default=True,
+    type=POSITIVE,
+    help="Builder workspace (MB).",
+)
 @_friendly_errors
 def student_build_engine(onnx_path, out_path, fp16, int8, calib_labels, calib_frames, workspace_mb) -> None:
     """Build a TensorRT engine from an exported ONNX file (needs tensorrt and a GPU).
@@ -608,8 +725,10 @@ def student_build_engine(onnx_path, out_path, fp16, int8, calib_labels, calib_fr
 )
 @click.option("--precision", default="fp32", show_default=True, help="Comma-separated: fp32, fp16, int8.")
 @click.option("--device", default="cpu", show_default=True, help="cpu or cuda.")
-@click.option("--threads", type=int, help="CPU threads (default: all cores).")
-@click.option("--repeats", default=50, show_default=True, help="Timed runs per row (after warm-up).")
+@click.option("--threads", type=POSITIVE, help="CPU threads (default: all cores).")
+@click.option(
+    "--repeats", default=50, show_default=True, type=POSITIVE, help="Timed runs per row (after warm-up)."
+)
 @click.option("--calib-labels", type=click.Path(path_type=Path), help="Label folder for INT8 calibration.")
 @click.option("--out", "out_json", default="bench.json", show_default=True, type=click.Path(path_type=Path))
 @_friendly_errors
@@ -660,7 +779,9 @@ def _summary_options(func: Callable[..., Any]) -> Callable[..., Any]:
             metavar="WxH",
             help="Input size(s), width x height (default: 480x320 and 1056x320).",
         ),
-        click.option("--num-classes", default=19, show_default=True, help="Segmentation classes."),
+        click.option(
+            "--num-classes", default=19, show_default=True, type=POSITIVE, help="Segmentation classes."
+        ),
         click.option("--no-seg", is_flag=True, help="Depth-only model (no segmentation head)."),
     ]
     for option in reversed(options):
@@ -672,7 +793,9 @@ def _summary_options(func: Callable[..., Any]) -> Callable[..., Any]:
 @_summary_options
 @click.option("--latency", is_flag=True, help="Also measure the median latency (batch 1, eager).")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:N or auto (for --latency).")
-@click.option("--repeats", default=20, show_default=True, help="Timed runs per row (for --latency).")
+@click.option(
+    "--repeats", default=20, show_default=True, type=POSITIVE, help="Timed runs per row (for --latency)."
+)
 @_friendly_errors
 def student_summary(variants, sizes, num_classes, no_seg, latency, device, repeats) -> None:
     """Parameters, multiply-adds and output size of each student variant."""
@@ -705,14 +828,15 @@ def student_summary(variants, sizes, num_classes, no_seg, latency, device, repea
     type=click.Path(path_type=Path),
     help="KITTI raw data to use (default: $EDGEDEPTH_KITTI_SAMPLE, else a synthetic tree).",
 )
-@click.option("--workers", default=2, show_default=True, help="Local dask workers.")
+@click.option("--workers", default=2, show_default=True, type=POSITIVE, help="Local dask workers.")
 @_friendly_errors
 def demo(out_dir, kitti_root, workers) -> None:
     """Run the pipeline on a small data set: labels, inspection, previews, student summary."""
+    from labelgen.atomic import write_text_atomic
     from student.demo import run_demo
 
     report = run_demo(out_dir, kitti_root, workers)
-    (out_dir / "report.txt").write_text(report + "\n")
+    write_text_atomic(out_dir / "report.txt", report + "\n")
     click.echo(report)
     click.echo(f"\nreport: {out_dir / 'report.txt'}")
 

@@ -23,7 +23,15 @@ from tqdm import tqdm
 
 from calib.lut import BinAccumulator, Evaluation, FitSettings, Lut, apply_lut, load_lut, lut_from_accumulator
 from labelgen.plan import Plan, ShardPlan, load_plan, load_plan_cached
-from labelgen.shards import DatasetSpec, ShardWriter, check_shard, decode, remove_stale_tmp, shard_path
+from labelgen.shards import (
+    DatasetSpec,
+    ShardWriter,
+    check_shard,
+    decode,
+    read_rows,
+    remove_stale_tmp,
+    shard_path,
+)
 from labelgen.stages import DEPTH_ATTRS
 
 LIDAR = "lidar"
@@ -37,6 +45,10 @@ def check_stages(
     """The plan, once the teacher's (and unless ``lidar`` is False the LiDAR's) shard sets are
     complete and of this plan; also the teacher names and checkpoint SHA-256s in the shards' attrs."""
     labels_dir = Path(labels_dir)
+    if lidar and (teacher == LIDAR or teacher.startswith(LIDAR + "_")):
+        raise ValueError(
+            f"--teacher {teacher}: the LiDAR cannot be fitted against itself; pick a teacher stage (psmnet, sgbm)"
+        )
     plan = load_plan(labels_dir)
     if not plan.shards:
         raise ValueError(f"{labels_dir / 'plan.json'}: the plan has no frames")
@@ -106,15 +118,15 @@ def shard_pairs(
     with h5py.File(t_path, "r") as ft, h5py.File(l_path, "r") as fl:
         if ft.attrs.get("plan_id") != fl.attrs.get("plan_id"):
             raise ValueError(f"{t_path}: shards of different plans (its plan_id differs from {l_path})")
-        ok = ft["ok"][()] & fl["ok"][()]
+        ok = read_rows(ft["ok"]) & read_rows(fl["ok"])
         t_set, l_set = ft["depth"], fl["depth"]
         for row in np.flatnonzero(ok):
-            yield _stored_depth(t_set, row), decode(l_set, l_set[row])
+            yield _stored_depth(t_set, row), decode(l_set, read_rows(l_set, row))
 
 
 def _stored_depth(dataset: h5py.Dataset, row: int) -> np.ndarray:
     """A depth row in its stored float dtype (scaled integer storage is decoded to float32)."""
-    raw = dataset[row]
+    raw = read_rows(dataset, row)
     return raw if raw.dtype.kind == "f" and "scale" not in dataset.attrs else decode(dataset, raw)
 
 
@@ -318,7 +330,7 @@ def _write_corrected_shard(
             "device": "cpu",
             "lut_sha256": lut.sha256,
         }
-        depth, ok, why = f["depth"], f["ok"][()], f["failure"].asstr()[()]
+        depth, ok, why = f["depth"], read_rows(f["ok"]), read_rows(f["failure"].asstr())
         spec = {"depth": DatasetSpec(tuple(depth.shape[1:]), "float16", attrs=DEPTH_ATTRS)}
         with ShardWriter(target, shard.frame_ids, spec, attrs) as writer:
             for row in range(len(shard.frame_ids)):

@@ -20,9 +20,16 @@ from typing import Any
 
 import numpy as np
 
+from labelgen.atomic import write_text_atomic
+
 LUT_VERSION = 1
 STATS = ("mean", "median")
 _CHUNK = 16384  # apply_lut works in cache-sized blocks
+
+
+MAX_BINS = 10_000
+"""Most bins a table may have: each holds a reservoir of samples (memory), and 1 cm bins over
+1-80 m are 7,900."""
 
 
 @dataclass(frozen=True)
@@ -57,6 +64,11 @@ class FitSettings:
             raise ValueError(
                 f"empty bin range: bin width {self.bin_width} m is larger than "
                 f"{self.min_depth}..{self.max_depth} m"
+            )
+        if self.n_bins > MAX_BINS:
+            raise ValueError(
+                f"bin width {self.bin_width:g} m gives {self.n_bins} bins over {self.min_depth:g}..{self.max_depth:g} m; "
+                f"at most {MAX_BINS} (a bin width of at least {(self.max_depth - self.min_depth) / MAX_BINS:.3g} m)"
             )
         if self.stat not in STATS:
             raise ValueError(f"stat must be one of {', '.join(STATS)}, got {self.stat!r}")
@@ -240,12 +252,7 @@ class Lut:
 
     def save(self, path: str | Path) -> Path:
         """Write ``lut.json`` atomically (temporary sibling, then rename)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=1) + "\n")
-        tmp.replace(path)
-        return path
+        return write_text_atomic(path, json.dumps(self.to_dict(), indent=1) + "\n")
 
     @cached_property
     def _segments(self) -> tuple[float, float, np.ndarray, np.ndarray]:

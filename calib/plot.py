@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from calib.lut import Lut
+from labelgen.atomic import save_figure
 
 
 def _title(lut: Lut) -> str:
@@ -93,7 +94,7 @@ def plot_lut(lut: Lut, out_png: str | Path, dpi: int = 120) -> Path:
     import matplotlib.pyplot as plt
 
     try:
-        fig.savefig(out_png, dpi=dpi)
+        save_figure(fig, out_png, dpi=dpi)
     finally:
         plt.close(fig)
     return out_png

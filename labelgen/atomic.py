@@ -30,6 +30,10 @@ def atomic_writer(path: str | Path) -> Iterator[BinaryIO]:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
+    except OSError as err:
+        if err.filename is None and err.errno is not None:  # a write or flush: name the file
+            raise type(err)(err.errno, err.strerror, str(path)) from None
+        raise
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -45,4 +49,13 @@ def write_text_atomic(path: str | Path, text: str) -> Path:
     return write_bytes_atomic(path, text.encode("utf-8"))
 
 
-__all__ = ["atomic_writer", "write_bytes_atomic", "write_text_atomic"]
+def save_figure(fig, path: str | Path, **savefig_kwargs) -> Path:
+    """A matplotlib figure as a PNG (or the format of ``path``'s suffix), written atomically."""
+    import io
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format=Path(path).suffix.lstrip(".") or "png", **savefig_kwargs)
+    return write_bytes_atomic(path, buffer.getvalue())
+
+
+__all__ = ["atomic_writer", "save_figure", "write_bytes_atomic", "write_text_atomic"]

@@ -15,9 +15,10 @@ import cv2
 import h5py
 import numpy as np
 
+from labelgen.atomic import save_figure
 from labelgen.cityscapes import CITYSCAPES_CLASSES, CITYSCAPES_COLOURS, IGNORE_ID
 from labelgen.plan import Plan, ShardPlan, load_plan
-from labelgen.shards import BOOKKEEPING_DATASETS, ShardStatus, check_shard, decode, shard_path
+from labelgen.shards import BOOKKEEPING_DATASETS, ShardStatus, check_shard, decode, read_rows, shard_path
 
 SAMPLE_FRAMES = 8
 MAX_FAILURES = 5
@@ -68,7 +69,7 @@ def _read_rows(path: Path, rows: list[int]) -> tuple[dict[str, object], Rows]:
     """A shard's root attributes and, per dataset, its description and decoded ``rows``."""
     with h5py.File(path, "r") as f:
         data = {
-            name: (_meta(name, dset), [decode(dset, dset[row]) for row in rows])
+            name: (_meta(name, dset), [decode(dset, read_rows(dset, row)) for row in rows])
             for name, dset in f.items()
             if name not in BOOKKEEPING_DATASETS
         }
@@ -136,10 +137,10 @@ def _sample_lines(
     return lines + [f"  {name:<12} {_summary(meta, arrays[name])}" for name, meta in metas.items()]
 
 
-def _stage_lines(labels_dir: Path, plan: Plan, stage: str, limit: int) -> list[str]:
+def _stage_lines(labels_dir: Path, plan: Plan, stage: str, limit: int, verify: str = "full") -> list[str]:
     """The report section of one stage: shard states, frame counts, failures, value ranges."""
     statuses = [
-        (shard, check_shard(shard_path(labels_dir, stage, shard.name), plan.plan_id, shard.frame_ids))
+        (shard, check_shard(shard_path(labels_dir, stage, shard.name), plan.plan_id, shard.frame_ids, verify))
         for shard in plan.shards
     ]
     states = [status.state for _, status in statuses]
@@ -163,8 +164,9 @@ def _stage_lines(labels_dir: Path, plan: Plan, stage: str, limit: int) -> list[s
     return lines + _sample_lines(labels_dir, stage, statuses, limit)
 
 
-def inspect_labels(labels_dir: str | Path, sample_frames: int = SAMPLE_FRAMES) -> str:
-    """A readable report of every stage folder: shards and frames against the plan, value ranges."""
+def inspect_labels(labels_dir: str | Path, sample_frames: int = SAMPLE_FRAMES, verify: str = "full") -> str:
+    """A readable report of every stage folder: shards and frames against the plan, value ranges.
+    ``verify``: ``full`` reads every chunk (checksums), ``quick`` the attributes only."""
     labels_dir = Path(labels_dir)
     plan = load_plan(labels_dir)
     stages = stage_dirs(labels_dir)
@@ -178,7 +180,7 @@ def inspect_labels(labels_dir: str | Path, sample_frames: int = SAMPLE_FRAMES) -
     if not stages:
         lines.append("no stage folders yet")
     for stage in stages:
-        lines += _stage_lines(labels_dir, plan, stage, sample_frames)
+        lines += _stage_lines(labels_dir, plan, stage, sample_frames, verify)
     return "\n".join(lines)
 
 
@@ -191,7 +193,7 @@ def _preview_frames(
         if len(picked) >= limit:
             break
         statuses = {
-            s: check_shard(shard_path(labels_dir, s, shard.name), plan.plan_id, shard.frame_ids)
+            s: check_shard(shard_path(labels_dir, s, shard.name), plan.plan_id, shard.frame_ids, "quick")
             for s in stages
         }
         ok = {s: set(_ok_rows(shard, st)) if st.complete else set() for s, st in statuses.items()}
@@ -311,7 +313,7 @@ def write_previews(labels_dir: str | Path, out_dir: str | Path, max_frames: int 
         data = {stage: _read_rows(shard_path(labels_dir, stage, shard.name), [row])[1] for stage in stages}
         for file_name, fig in _frame_figures(plt, shard.frame_ids[row], data):
             try:
-                fig.savefig(out_dir / file_name, dpi=120, bbox_inches="tight")
+                save_figure(fig, out_dir / file_name, dpi=120, bbox_inches="tight")
             finally:
                 plt.close(fig)
             written.append(out_dir / file_name)

@@ -111,7 +111,11 @@ def read_calibration(date_dir: str | Path) -> Calibration:
     velo_to_cam[:3, :3] = _take(velo, velo_path, "R", 9).reshape(3, 3)
     velo_to_cam[:3, 3] = _take(velo, velo_path, "T", 3)
     width, height = _take(cam, cam_path, "S_rect_02", 2)
-    return Calibration(
+    for key in ("S_rect_02", "P_rect_02", "P_rect_03", "R_rect_00"):
+        _check_finite(cam, cam_path, key)
+    for key in ("R", "T"):
+        _check_finite(velo, velo_path, key)
+    calib = Calibration(
         date=date_dir.name,
         p_rect_02=_take(cam, cam_path, "P_rect_02", 12).reshape(3, 4),
         p_rect_03=_take(cam, cam_path, "P_rect_03", 12).reshape(3, 4),
@@ -119,6 +123,50 @@ def read_calibration(date_dir: str | Path) -> Calibration:
         velo_to_cam=velo_to_cam,
         image_size=(int(round(height)), int(round(width))),
     )
+    check_calibration(calib, cam_path, velo_path)
+    return calib
+
+
+ROTATION_TOLERANCE = 1e-3  # |R R^T - I| and |det R - 1|: KITTI's 6-digit matrices reach about 1e-6
+
+
+def _check_finite(values: dict[str, np.ndarray], path: Path, key: str) -> None:
+    if key in values and not np.isfinite(values[key]).all():
+        raise ValueError(f"{path}: {key} holds a non-finite number (nan or inf)")
+
+
+def check_calibration(calib: Calibration, cam_path: Path | str, velo_path: Path | str) -> None:
+    """Raise a one-line ValueError unless the calibration is plausible: positive image size, focal
+    length and baseline, equal focal lengths of the two rectified cameras, proper rotations."""
+    matrices = (("P_rect_02", calib.p_rect_02, cam_path), ("P_rect_03", calib.p_rect_03, cam_path),
+                ("R_rect_00", calib.r_rect_00, cam_path), ("R/T", calib.velo_to_cam, velo_path))  # fmt: skip
+    for key, matrix, path in matrices:
+        if not np.isfinite(matrix).all():
+            raise ValueError(f"{path}: {key} holds a non-finite number (nan or inf)")
+    height, width = calib.image_size
+    if height <= 0 or width <= 0:
+        raise ValueError(f"{cam_path}: S_rect_02 gives image size {width}x{height}")
+    if not calib.focal > 0:
+        raise ValueError(f"{cam_path}: P_rect_02 focal length {calib.focal:g} px is not positive")
+    if not np.isclose(calib.p_rect_03[0, 0], calib.focal, rtol=1e-3):
+        raise ValueError(
+            f"{cam_path}: P_rect_03 focal length {calib.p_rect_03[0, 0]:g} px differs from "
+            f"P_rect_02's {calib.focal:g} px (not a rectified pair)"
+        )
+    if not calib.baseline > 0:
+        raise ValueError(
+            f"{cam_path}: stereo baseline {calib.baseline:g} m is not positive (P_rect_02 / P_rect_03 swapped?)"
+        )
+    for rotation, path, key in (
+        (calib.r_rect_00, cam_path, "R_rect_00"),
+        (calib.velo_to_cam[:3, :3], velo_path, "R"),
+    ):
+        orthogonal = np.abs(rotation @ rotation.T - np.eye(3)).max()
+        det = float(np.linalg.det(rotation))
+        if orthogonal > ROTATION_TOLERANCE or abs(det - 1) > ROTATION_TOLERANCE:
+            raise ValueError(
+                f"{path}: {key} is not a rotation (|R R^T - I| = {orthogonal:.2g}, det = {det:.4g})"
+            )
 
 
 @dataclass(frozen=True, order=True)
@@ -233,7 +281,13 @@ def read_velodyne(path: str | Path) -> np.ndarray:
     size = path.stat().st_size
     if size % 16:
         raise ValueError(f"{path}: {size} bytes is not a multiple of 16 (truncated scan?)")
-    return np.fromfile(path, dtype=np.float32).reshape(-1, 4)
+    if size == 0:
+        raise ValueError(f"{path}: empty velodyne scan (0 points)")
+    points = np.fromfile(path, dtype=np.float32).reshape(-1, 4)
+    bad = ~np.isfinite(points[:, :3]).all(axis=1)
+    if bad.all():
+        raise ValueError(f"{path}: no finite points in the scan ({len(points)} points, all nan or inf)")
+    return points[~bad] if bad.any() else points
 
 
 def calibrations_for(root: str | Path, frames: Iterable[Frame]) -> dict[str, Calibration]:

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import cv2
 
-from labelgen.kitti import Calibration, Frame, find_frames, read_calibration
+from labelgen.atomic import write_text_atomic
+from labelgen.kitti import Calibration, Frame, check_calibration, find_frames, read_calibration
 
 PLAN_VERSION = 1
 PLAN_FILE = "plan.json"
@@ -91,9 +92,11 @@ class Plan:
     @classmethod
     def from_json(cls, text: str, source: str = "plan.json") -> Plan:
         data = json.loads(text)
+        if not isinstance(data, dict):
+            raise ValueError(f"{source}: not a plan (a JSON {type(data).__name__}, expected an object)")
         if data.get("schema_version") != PLAN_VERSION:
             raise ValueError(f"{source}: plan schema version {data.get('schema_version')} != {PLAN_VERSION}")
-        return cls(
+        plan = cls(
             kitti_root=data["kitti_root"],
             shard_size=int(data["shard_size"]),
             selection=data["selection"],
@@ -104,6 +107,12 @@ class Plan:
                 for s in data["shards"]
             ),
         )
+        for date, calib in plan.calibrations.items():
+            try:
+                check_calibration(calib, f"{source} ({date})", f"{source} ({date})")
+            except ValueError as err:
+                raise ValueError(str(err)) from None
+        return plan
 
 
 def plan_shards(
@@ -151,10 +160,22 @@ def write_plan(plan: Plan, labels_dir: str | Path, overwrite: bool = False) -> P
             f"{path}: a different plan exists; pass --overwrite to replace it (its shards go stale)"
         )
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+    write_text_atomic(path, text)
     return path
+
+
+def missing_inputs(plan: Plan, limit: int = 3) -> tuple[int, list[str]]:
+    """Frames of the plan whose left image, right image or scan file does not exist: the count and
+    the first ``limit`` as ``"<frame_id> (<missing file>)"``. Such frames fail in the stages."""
+    root, count, first = Path(plan.kitti_root), 0, []
+    for frame in (f for shard in plan.shards for f in shard.frames):
+        absent = [p for p in (frame.image_path(root, 2), frame.image_path(root, 3), frame.velodyne_path(root))
+                  if not p.exists()]  # fmt: skip
+        if absent:
+            count += 1
+            if len(first) < limit:
+                first.append(f"{frame.frame_id} ({absent[0].relative_to(root)})")
+    return count, first
 
 
 def load_plan(labels_dir: str | Path) -> Plan:
@@ -164,7 +185,7 @@ def load_plan(labels_dir: str | Path) -> Plan:
         raise FileNotFoundError(f"{path}: no plan; run `edgedepth labelgen plan` first")
     try:
         return Plan.from_json(path.read_text(), str(path))
-    except (KeyError, TypeError, json.JSONDecodeError) as err:
+    except (KeyError, TypeError, AttributeError, IndexError, json.JSONDecodeError) as err:
         raise ValueError(f"{path}: malformed plan ({type(err).__name__}: {err})") from None
 
 

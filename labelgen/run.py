@@ -22,7 +22,10 @@ from typing import Any
 
 from tqdm import tqdm
 
+from labelgen.atomic import write_text_atomic
 from labelgen.devices import resolve_device
+from labelgen.errors import describe
+from labelgen.lock import folder_lock
 from labelgen.plan import Plan, ShardPlan, load_plan, load_plan_cached
 from labelgen.shards import ShardWriter, check_shard, remove_stale_tmp, shard_path
 from labelgen.stages import make_stage
@@ -111,7 +114,9 @@ def process_shard(
 
 
 def _reason(err: BaseException) -> str:
-    text = str(err).strip().splitlines()[0] if str(err).strip() else ""
+    """One line for a failed frame or shard: the message (with the OS's reason for OS errors), or
+    the exception type and message for an unexpected error."""
+    text = describe(err)
     return text if isinstance(err, ValueError | OSError) and text else f"{type(err).__name__}: {text}"
 
 
@@ -138,6 +143,11 @@ class StageReport:
     def frames_per_second(self) -> float:
         """Throughput of one worker on this stage (frames per task-second)."""
         return self.frames_processed / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def all_done(self) -> bool:
+        """Every planned frame of the stage is labelled."""
+        return self.shards_complete == self.shards_total and not self.frames_failed
 
     def to_json(self) -> str:
         return json.dumps({**asdict(self), "frames_per_second": self.frames_per_second}, indent=1) + "\n"
@@ -220,11 +230,34 @@ def run_stages(
     device: str = "cpu",
     batch_size: int = 1,
     overwrite: bool = False,
+    retry_failed: bool = False,
+    verify: str = "full",
     stage_options: dict[str, dict] | None = None,
     progress: bool = True,
 ) -> list[StageReport]:
-    """Run ``stages`` over every shard of the plan in ``labels_dir``; returns one report per stage."""
+    """Run ``stages`` over every shard of the plan in ``labels_dir``; returns one report per stage.
+
+    Complete shards are kept (resume), checked with ``verify`` (``full``: every chunk's checksum;
+    ``quick``: attributes only); ``retry_failed`` also redoes the complete shards that hold failed
+    frames; ``overwrite`` redoes everything. One run per label folder at a time (a lock file).
+    """
+    if workers is not None and workers < 1:
+        raise ValueError(f"workers must be at least 1, got {workers}")
+    if batch_size < 1:
+        raise ValueError(f"batch size must be at least 1, got {batch_size}")
+    if not stages:
+        raise ValueError("no stages given")
     labels_dir = Path(labels_dir).resolve()
+    load_plan(labels_dir)  # its one-line error before the lock file is created
+    with folder_lock(labels_dir, f"labelgen run --stages {','.join(stages)}"):
+        return _run_locked(labels_dir, stages, workers, scheduler, device, batch_size, overwrite,
+                           retry_failed, verify, stage_options, progress)  # fmt: skip
+
+
+def _run_locked(
+    labels_dir, stages, workers, scheduler, device, batch_size, overwrite, retry_failed, verify,
+    stage_options, progress,
+) -> list[StageReport]:  # fmt: skip
     plan = load_plan(labels_dir)
     if scheduler is None:  # a local cluster uses this machine's devices; remote workers resolve their own
         device = resolve_device(device)
@@ -233,8 +266,10 @@ def run_stages(
     todo: list[tuple[str, ShardPlan]] = []
     for name in stages:
         for shard in plan.shards:
-            status = check_shard(shard_path(labels_dir, name, shard.name), plan.plan_id, shard.frame_ids)
-            if overwrite or not status.complete:
+            status = check_shard(
+                shard_path(labels_dir, name, shard.name), plan.plan_id, shard.frame_ids, verify=verify
+            )
+            if overwrite or not status.complete or (retry_failed and status.failures):
                 todo.append((name, shard))
     errors: dict[tuple[str, str], str] = {}
     processed = dict.fromkeys(stages, 0)
@@ -268,8 +303,7 @@ def run_stages(
         )
         report.workers, report.device = n_workers, device
         report.finished = datetime.now(UTC).isoformat(timespec="seconds")
-        (labels_dir / name).mkdir(parents=True, exist_ok=True)
-        (labels_dir / name / REPORT_FILE).write_text(report.to_json())
+        write_text_atomic(labels_dir / name / REPORT_FILE, report.to_json())
         reports.append(report)
     return reports
 
@@ -317,8 +351,10 @@ def _submit_and_wait(
 
 def _stage_report(labels_dir: Path, plan: Plan, name: str, errors: dict[tuple[str, str], str]) -> StageReport:
     report = StageReport(name, plan.plan_id, len(plan.shards), 0, len(plan.frame_ids), 0)
-    for shard in plan.shards:
-        status = check_shard(shard_path(labels_dir, name, shard.name), plan.plan_id, shard.frame_ids)
+    for shard in plan.shards:  # quick: what this run wrote was just verified by writing it
+        status = check_shard(
+            shard_path(labels_dir, name, shard.name), plan.plan_id, shard.frame_ids, verify="quick"
+        )
         if status.complete:
             report.shards_complete += 1
             report.frames_done += len(shard.frame_ids) - len(status.failures)
@@ -346,4 +382,13 @@ def format_reports(reports: Sequence[StageReport]) -> str:
             lines.append(f"  {r.stage}: ... {len(r.frames_failed) - 20} more in {r.stage}/{REPORT_FILE}")
         for shard_name, reason in r.shards_failed:
             lines.append(f"  {r.stage}: {shard_name} not written: {reason}")
+    failed = [r.stage for r in reports if r.frames_failed]
+    unwritten = [r.stage for r in reports if r.shards_failed]
+    if failed:
+        lines.append(
+            f"{sum(len(r.frames_failed) for r in reports)} frame(s) failed; fix their input, then redo just "
+            f"their shards with: edgedepth labelgen run LABELS --stages {','.join(failed)} --retry-failed"
+        )
+    if unwritten:
+        lines.append(f"shards not written in {', '.join(unwritten)}: a plain rerun redoes them")
     return "\n".join(lines)

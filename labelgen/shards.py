@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import time
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -23,8 +24,35 @@ import numpy as np
 from labelgen import __version__
 from labelgen.plan import Plan, load_plan
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: every dataset carries HDF5's Fletcher-32 checksum per chunk
 TMP_MARK = ".tmp-"
+VERIFY_MODES = ("full", "quick")
+"""``check_shard`` verification: ``full`` reads every chunk of every dataset (checksums verified),
+``quick`` only the attributes and the bookkeeping datasets."""
+
+
+class ShardReadError(ValueError):
+    """A shard that cannot be read: the message names the file, the dataset and the row."""
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+def read_rows(dataset: h5py.Dataset, rows: object = ()) -> np.ndarray:
+    """``dataset[rows]`` (default: all of it); a damaged chunk (checksum or decompression failure)
+    raises :class:`ShardReadError` naming the file, the dataset and the rows."""
+    try:
+        return dataset[rows]
+    except OSError as err:
+        where = "" if rows == () else f" row {rows}"
+        raise ShardReadError(
+            f"{dataset.file.filename}: dataset {dataset.name.lstrip('/')}{where} is damaged "
+            f"({_first_line(err)}); rerun `edgedepth labelgen run` to redo the shard"
+        ) from None
+
+
 BOOKKEEPING_DATASETS = ("frame_id", "ok", "failure")  # in every shard, beside the stage's own
 
 
@@ -43,11 +71,47 @@ def shard_path(labels_dir: str | Path, stage: str, shard_name: str) -> Path:
 
 
 def remove_stale_tmp(path: Path) -> int:
-    """Delete temporary files a killed writer left beside ``path``; returns how many."""
-    stale = list(path.parent.glob(f"{path.name}{TMP_MARK}*"))
-    for tmp in stale:
+    """Delete temporary files a killed writer left beside ``path``; returns how many.
+
+    A temporary file is named ``<name>.tmp-<host>-<pid>-<random>``; it is deleted only when its
+    writer is gone: a process of this host that no longer exists, or a file untouched for
+    ``STALE_TMP_S`` (another host's writer, which cannot be asked). A live writer's file is kept.
+    """
+    removed = 0
+    for tmp in path.parent.glob(f"{path.name}{TMP_MARK}*"):
+        if _writer_alive(tmp):
+            continue
         tmp.unlink(missing_ok=True)
-    return len(stale)
+        removed += 1
+    return removed
+
+
+STALE_TMP_S = 6 * 3600
+
+
+def _writer_alive(tmp: Path) -> bool:
+    parts = tmp.name.rsplit(TMP_MARK, 1)[-1].rsplit("-", 2)
+    try:
+        age = time.time() - tmp.stat().st_mtime
+    except FileNotFoundError:
+        return True  # gone already
+    if len(parts) == 2:  # <pid>-<random>: written by schema 1 on an unknown host
+        parts = [socket.gethostname(), *parts]
+    host, pid = parts[0], parts[1] if len(parts) == 3 else ""
+    if host == socket.gethostname() and pid.isdigit():
+        return int(pid) != os.getpid() and pid_alive(int(pid))
+    return age < STALE_TMP_S
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process ``pid`` exists on this host."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 class ShardWriter:
@@ -68,7 +132,9 @@ class ShardWriter:
         self.frame_ids = list(frame_ids)
         self.specs = dict(specs)
         self.attrs = dict(attrs)
-        self.tmp = self.path.with_name(f"{self.path.name}{TMP_MARK}{os.getpid()}-{uuid.uuid4().hex[:8]}")
+        self.tmp = self.path.with_name(
+            f"{self.path.name}{TMP_MARK}{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        )
         self.failures = [""] * len(self.frame_ids)
         self.ok = np.zeros(len(self.frame_ids), dtype=bool)
         self._file: h5py.File | None = None
@@ -87,6 +153,7 @@ class ShardWriter:
                 compression="gzip",
                 compression_opts=spec.gzip,
                 shuffle=np.dtype(spec.dtype).itemsize > 1,
+                fletcher32=True,
                 fillvalue=0,
                 track_times=False,
             )
@@ -106,6 +173,12 @@ class ShardWriter:
                 raise ValueError(
                     f"frame {self.frame_ids[index]}: {name} has shape {tuple(array.shape)}, "
                     f"expected {self.specs[name].shape}"
+                )
+            array = np.asarray(array)
+            if array.dtype.kind == "f" and not np.isfinite(array).all():
+                bad = int((~np.isfinite(array)).sum())
+                raise ValueError(
+                    f"frame {self.frame_ids[index]}: {name} holds {bad} non-finite values (nan/inf)"
                 )
         for name, array in arrays.items():  # only once all are known good: a failed row stays zero
             self._file[name][index] = array
@@ -130,10 +203,13 @@ class ShardWriter:
 
     def _finish(self) -> None:
         f = self._file
-        strings = h5py.string_dtype()
-        f.create_dataset("frame_id", data=np.array(self.frame_ids, dtype=object), dtype=strings)
-        f.create_dataset("ok", data=self.ok)
-        f.create_dataset("failure", data=np.array(self.failures, dtype=object), dtype=strings)
+        # fixed-length UTF-8 strings: HDF5 filters (the checksum) do not apply to variable-length data
+        checked = {"chunks": True, "fletcher32": True}
+        for name, texts in (("frame_id", self.frame_ids), ("failure", self.failures)):
+            encoded = [t.encode("utf-8") for t in texts]
+            dtype = h5py.string_dtype("utf-8", max(1, *(len(e) for e in encoded)) if encoded else 1)
+            f.create_dataset(name, data=np.array(encoded, dtype=dtype), dtype=dtype, **checked)
+        f.create_dataset("ok", data=self.ok, **checked)
         for key, value in self.attrs.items():
             f.attrs[key] = json.dumps(value, sort_keys=True) if isinstance(value, dict | list) else value
         f.attrs["schema_version"] = SCHEMA_VERSION
@@ -168,8 +244,17 @@ class ShardStatus:
         return self.state == "complete"
 
 
-def check_shard(path: str | Path, plan_id: str, frame_ids: Sequence[str]) -> ShardStatus:
-    """Is ``path`` a complete shard of this plan holding exactly ``frame_ids``?"""
+def check_shard(
+    path: str | Path, plan_id: str, frame_ids: Sequence[str], verify: str = "full"
+) -> ShardStatus:
+    """Is ``path`` a complete, undamaged shard of this plan holding exactly ``frame_ids``?
+
+    ``verify="full"`` also reads every chunk of every dataset, so a damaged byte anywhere (caught
+    by the Fletcher-32 checksums) makes the shard ``invalid``; ``"quick"`` checks the attributes and
+    the bookkeeping datasets only (cost: docs/shards.md).
+    """
+    if verify not in VERIFY_MODES:
+        raise ValueError(f"verify must be one of {', '.join(VERIFY_MODES)}, got {verify!r}")
     path = Path(path)
     if not path.exists():
         return ShardStatus(path, "missing")
@@ -181,14 +266,34 @@ def check_shard(path: str | Path, plan_id: str, frame_ids: Sequence[str]) -> Sha
                 return ShardStatus(path, "stale", f"schema version {f.attrs.get('schema_version')}")
             if f.attrs.get("plan_id") != plan_id:
                 return ShardStatus(path, "stale", "written for another plan")
-            ids = list(f["frame_id"].asstr()[()])
+            ids = list(_strings(f["frame_id"]))
             if ids != list(frame_ids):
                 return ShardStatus(path, "stale", "frame list differs from the plan")
-            ok, why = f["ok"][()], f["failure"].asstr()[()]
+            ok, why = read_rows(f["ok"]), _strings(f["failure"])
+            if verify == "full":
+                for name, dset in f.items():
+                    if name in BOOKKEEPING_DATASETS:
+                        continue
+                    if dset.shape[:1] != (len(ids),):
+                        return ShardStatus(
+                            path, "invalid", f"dataset {name} has {dset.shape[0]} rows, not {len(ids)}"
+                        )
+                    for row in range(len(ids)):
+                        read_rows(dset, row)
             failures = tuple((ids[i], str(why[i])) for i in np.flatnonzero(~ok))
+    except ShardReadError as err:
+        return ShardStatus(path, "invalid", str(err).split(": ", 1)[-1].split(";")[0])
     except (OSError, KeyError) as err:
-        return ShardStatus(path, "invalid", f"unreadable ({err})")
+        return ShardStatus(path, "invalid", f"unreadable ({_first_line(err)})")
     return ShardStatus(path, "complete", failures=failures)
+
+
+def _strings(dataset: h5py.Dataset) -> np.ndarray:
+    try:
+        return dataset.asstr()[()]
+    except OSError:
+        read_rows(dataset)  # raises ShardReadError naming the file and dataset
+        raise
 
 
 def decode(dataset: h5py.Dataset, raw: np.ndarray) -> np.ndarray:
@@ -207,7 +312,7 @@ class LabelReader:
     multi-process DataLoader.
     """
 
-    def __init__(self, labels_dir: str | Path, stages: Sequence[str]) -> None:
+    def __init__(self, labels_dir: str | Path, stages: Sequence[str], verify: str = "quick") -> None:
         self.labels_dir = Path(labels_dir)
         self.plan: Plan = load_plan(self.labels_dir)
         self.stages = list(stages)
@@ -217,7 +322,8 @@ class LabelReader:
         plan_id = self.plan.plan_id
         for stage in self.stages:
             for shard in self.plan.shards:
-                status = check_shard(shard_path(self.labels_dir, stage, shard.name), plan_id, shard.frame_ids)
+                path = shard_path(self.labels_dir, stage, shard.name)
+                status = check_shard(path, plan_id, shard.frame_ids, verify=verify)
                 if not status.complete:
                     raise ValueError(
                         f"{status.path}: shard is {status.state}"
@@ -239,7 +345,7 @@ class LabelReader:
         for shard in self.plan.shards:
             ok = np.ones(len(shard.frame_ids), dtype=bool)
             for stage in self.stages:
-                ok &= self._open(shard_path(self.labels_dir, stage, shard.name))["ok"][()]
+                ok &= read_rows(self._open(shard_path(self.labels_dir, stage, shard.name))["ok"])
             flags.append(ok)
         return np.concatenate(flags)
 
@@ -249,15 +355,18 @@ class LabelReader:
         item: dict[str, object] = {"frame_id": shard.frame_ids[row]}
         for stage in self.stages:
             f = self._open(shard_path(self.labels_dir, stage, shard.name))
-            item[f"{stage}/ok"] = bool(f["ok"][row])
+            item[f"{stage}/ok"] = bool(read_rows(f["ok"], row))
             for name, dset in f.items():
                 if name not in BOOKKEEPING_DATASETS:
-                    item[f"{stage}/{name}"] = decode(dset, dset[row])
+                    item[f"{stage}/{name}"] = decode(dset, read_rows(dset, row))
         return item
 
     def _open(self, path: Path) -> h5py.File:
         if path not in self._files:
-            self._files[path] = h5py.File(path, "r")
+            try:
+                self._files[path] = h5py.File(path, "r")
+            except OSError as err:
+                raise ShardReadError(f"{path}: cannot open the shard ({_first_line(err)})") from None
         return self._files[path]
 
     def close(self) -> None:

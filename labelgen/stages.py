@@ -131,11 +131,23 @@ class LidarStage(Stage):
         return "depth" if cam == 2 else "depth_03"
 
     def process(self, frame: Frame, calib: Calibration, root: Path, model: Any) -> dict[str, np.ndarray]:
-        points = read_velodyne(frame.velodyne_path(root))
-        return {
+        path = frame.velodyne_path(root)
+        points = read_velodyne(path)
+        maps = {
             self._key(cam): project_lidar(points, calib, cam=cam, depth=self.depth).astype(np.float32)
             for cam in self.cams
         }
+        for key, depth in maps.items():
+            if not (depth > 0).any():
+                raise ValueError(
+                    f"{path}: none of its {len(points)} points projects into the image ({key}); "
+                    "wrong calibration or a scan of another drive?"
+                )
+        return maps
+
+
+MAX_STORED_DEPTH_M = 1000.0
+"""Stereo teachers' depth above this (metres) is stored as invalid (see ``StereoStage.outputs``)."""
 
 
 class StereoStage(Stage):
@@ -160,8 +172,15 @@ class StereoStage(Stage):
 
     @staticmethod
     def outputs(disparity: np.ndarray, valid: np.ndarray, calib: Calibration) -> dict[str, np.ndarray]:
-        """The stored arrays: disparity x256 as uint16, depth = f * B / disparity as float16."""
-        valid = valid & (disparity > 0)
+        """The stored arrays: disparity x256 as uint16, depth = f * B / disparity as float16.
+
+        A pixel is valid only where its disparity is finite and gives a depth of at most
+        ``MAX_STORED_DEPTH_M`` (a disparity under about 0.4 px on KITTI: sky and noise; beyond float16
+        range from 65504 m); NaN or infinite disparities of a teacher are never stored as valid."""
+        disparity = np.asarray(disparity, dtype=np.float32)
+        valid = valid & np.isfinite(disparity) & (disparity > 0)
+        valid &= disparity >= np.float32(calib.focal * calib.baseline / MAX_STORED_DEPTH_M)
+        disparity = np.where(valid, disparity, 0)
         depth = disparity_to_depth(disparity, calib.focal, calib.baseline, valid)
         stored = np.clip(
             np.round(np.where(valid, disparity, 0) / DISPARITY_SCALE), 0, np.iinfo(np.uint16).max

@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from labelgen.atomic import save_figure
 from student.model import VARIANTS, build_student, count_macs, count_parameters, output_size
 
 DEFAULT_SIZES = ((320, 480), (320, 1056))
@@ -116,7 +117,7 @@ def plot_latency(rows: Sequence[VariantRow], path: str, title: str = "student la
     ax.set_title(title)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path, dpi=120)
     plt.close(fig)
 
 

@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from labelgen.atomic import write_text_atomic
+from labelgen.atomic import save_figure, write_text_atomic
 from student.checkpoint import load_student, read_checkpoint
 from student.config import ModelConfig
 from student.model import VARIANTS, count_macs, count_parameters
@@ -157,7 +157,7 @@ class BenchResult:
         ax.set_title(title, fontsize=9)
         ax.legend(fontsize=8)
         fig.tight_layout()
-        fig.savefig(str(path), dpi=120)
+        save_figure(fig, path, dpi=120)
         plt.close(fig)
 
 
