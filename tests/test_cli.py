@@ -55,7 +55,7 @@ def test_student_summary_prints_the_pinned_numbers():
     result = CliRunner().invoke(cli.main, ["student", "summary", "--variant", "L", "--size", "1056x320"])
     assert result.exit_code == 0, result.output
     row = result.output.strip().splitlines()[-1].split()
-    assert row == ["L", "1056x320", "528x160", "0.320", "1.991"]
+    assert row == ["L", "1056x320", "528x160", "0.338", "1.723"]
 
 
 def test_summary_with_latency_adds_a_positive_column():
