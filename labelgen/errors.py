@@ -22,9 +22,17 @@ OS_FAULTS = frozenset(
 """errno values that are faults of the machine or its file system, not of the user's input."""
 
 
+_WORKER_PREFIX = re.compile(r"^Caught \w+ in .*\.$")  # torch DataLoader's re-raise of a worker's error
+_QUALIFIED = re.compile(r"^[\w.]+(Error|Exception): ")
+
+
 def first_line(text: object) -> str:
-    lines = str(text).strip().splitlines()
-    return lines[0].strip() if lines else ""
+    """The message's first line; for an error re-raised from a DataLoader worker ("Caught X in
+    DataLoader worker process 0." + the worker's traceback) the worker's own message."""
+    lines = [line.strip() for line in str(text).strip().splitlines() if line.strip()]
+    if len(lines) > 2 and _WORKER_PREFIX.match(lines[0]) and lines[1].startswith("Original Traceback"):
+        return _QUALIFIED.sub("", lines[-1])
+    return lines[0] if lines else ""
 
 
 def os_reason(err: OSError) -> tuple[str | None, str, int | None]:

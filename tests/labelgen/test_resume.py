@@ -160,9 +160,17 @@ def test_separate_scheduler_and_workers_retry_a_killed_worker(reference, tmp_pat
 
         runner = threading.Thread(target=drive)
         runner.start()
-        wait_for(lambda: temporaries(labels), what="a shard mid-write")  # a first shard, just started
-        victim = int(temporaries(labels)[0].name.split(TMP_MARK)[1].split("-")[0])  # the writer's pid
-        os.kill(victim, signal.SIGKILL)
+
+        def kill_a_writer() -> bool:
+            for tmp in temporaries(labels):  # a shard mid-write: <name>.tmp-<host>-<pid>-<random>
+                try:
+                    os.kill(int(tmp.name.split(TMP_MARK)[1].rsplit("-", 2)[1]), signal.SIGKILL)
+                    return True
+                except ProcessLookupError:  # that writer finished meanwhile
+                    continue
+            return False
+
+        wait_for(kill_a_writer, what="a shard mid-write whose writer can be killed")
         runner.join(timeout=300)
         assert not runner.is_alive() and "error" not in result, result
         reports = result["reports"]

@@ -473,6 +473,15 @@ def _old_decoder_checkpoint(tmp: Path) -> Path:
     return path
 
 
+def _train_on_damaged(tmp: Path) -> Setup:
+    _, labels = labelled(tmp, ("images", "sgbm"))
+    damaged = flip_byte(shard_path(labels, "images", "shard-00000"), "image", 2)
+    argv = ["student", "train", str(labels), "--teacher", "sgbm", "--out", str(tmp / "run"), "--workers", "1",
+            "--epochs", "1", "--iters-per-epoch", "3", "--batch-size", "3", "--size", "160x64", "--no-seg",
+            "--no-progress"]  # fmt: skip
+    return Setup(argv, str(damaged))
+
+
 STUDENT_CASES = [
     Case("student", "ckpt-garbage", "checkpoint is random bytes", 2, "ckpt.pt",
          lambda tmp: Setup(_predict_argv(tmp, _checkpoint_file(tmp, os.urandom(4096))), str(tmp / "ckpt.pt"),
@@ -490,6 +499,8 @@ STUDENT_CASES = [
     Case("student", "train-lr-0", "student train --lr 0", 2, "--lr",
          lambda tmp: Setup(["student", "train", str(tmp), "--out", str(tmp / "run"), "--lr", "0"], "--lr",
                            nothing_at("run"))),
+    Case("student", "train-damaged-shard", "student train reads a shard with a damaged image chunk", 2,
+         "dataset image row 2 is damaged", _train_on_damaged),
     Case("student", "train-no-teacher", "student train on a folder without the teacher stage", 2, "psmnet",
          lambda tmp: Setup(["student", "train", str(labelled(tmp, ("images", "lidar"))[1]), "--out", str(tmp / "run"),
                             "--no-progress"], str(tmp / "labels"), nothing_at("run"))),

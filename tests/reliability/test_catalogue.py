@@ -29,8 +29,7 @@ def run_case(case: Case, tmp: Path) -> None:
     if case.code in (2, 4):
         errors = [line for line in lines if line.startswith("Error:")]
         assert len(errors) == 1, f"{case.id}: {output}"
-        usage = any(line.startswith("Usage:") for line in lines)
-        assert usage or len(lines) == 1, f"{case.id}: more than the error line\n{output}"
+        assert lines[-1] == errors[0], f"{case.id}: the error is not the last line\n{output}"
         line = errors[0]
     else:  # the summary / report / warning line that carries the reason
         matching = [line for line in lines if case.pattern in line]

@@ -183,17 +183,15 @@ def test_kills_at_random_moments_resume_to_the_uninterrupted_result(tmp_path):
 # ---- a full disk -----------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def small_disk(tmp_path):
-    """A 4 MiB tmpfs mounted for the test (needs root, as in CI); unmounted at the end."""
-    mount = tmp_path / "disk"
+def mounted_tmpfs(mount: Path, options: str) -> Path:
+    """Mount a tmpfs at ``mount`` (needs root, as in CI: fails there, skips elsewhere, with the reason)."""
     mount.mkdir()
     if os.geteuid() != 0 or not shutil.which("mount"):
         if os.environ.get("CI"):
-            pytest.fail("the full-disk test needs root to mount a tmpfs (CI runs as root)")
-        pytest.skip("the full-disk test needs root to mount a tmpfs; CI runs it")
+            pytest.fail("this test needs root to mount a tmpfs (CI runs as root)")
+        pytest.skip("this test needs root to mount a tmpfs; CI runs it")
     result = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)],
+        ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(mount)],
         capture_output=True,
         text=True,
         check=False,
@@ -201,10 +199,55 @@ def small_disk(tmp_path):
     if result.returncode:
         message = f"cannot mount a tmpfs: {result.stderr.strip()}"
         pytest.fail(message) if os.environ.get("CI") else pytest.skip(message)
+    return mount
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 4 MiB tmpfs mounted for the test; unmounted at the end."""
+    mount = mounted_tmpfs(tmp_path / "disk", "size=4m")
     try:
         yield mount
     finally:
         subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+@pytest.fixture
+def read_only_disk(tmp_path):
+    """A read-only tmpfs (root ignores permission bits, so chmod cannot make a folder read-only)."""
+    mount = mounted_tmpfs(tmp_path / "ro", "size=1m,ro")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_a_read_only_folder_gives_one_line_in_every_writing_command(small, read_only_disk, tmp_path):
+    tree, expected = small
+    line = one_error_line(
+        invoke("labelgen", "plan", "--kitti-root", tree, "--out", read_only_disk / "labels")
+    )
+    assert "Read-only file system" in line and str(read_only_disk) in line
+    fit = [
+        "calib",
+        "fit",
+        expected,
+        "--teacher",
+        "sgbm",
+        "--holdout",
+        "0",
+        "--min-count",
+        "1",
+        "--no-progress",
+    ]
+    line = one_error_line(invoke(*fit, "--out", read_only_disk / "lut.json"))
+    assert "Read-only file system" in line and str(read_only_disk) in line
+    result = invoke(
+        "labelgen", "inspect", expected, "--png", read_only_disk / "png"
+    )  # report, then the error
+    assert result.exit_code == 4 and result.output.strip().splitlines()[-1] == (
+        f"Error: {read_only_disk / 'png'}: Read-only file system"
+    ), result.output
 
 
 def fill(disk: Path) -> Path:
