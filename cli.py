@@ -56,6 +56,59 @@ def _friendly_errors(func: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+def _cluster_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """--cluster/--jobs/--job-option/--job-timeout/--dry-run: batch jobs through dask-jobqueue."""
+    options = [
+        click.option(
+            "--cluster",
+            type=click.Choice(["slurm", "pbs", "sge", "lsf", "htcondor"]),
+            help="Run on batch jobs of this scheduler (dask-jobqueue; defaults from ~/.config/dask/jobqueue.yaml).",
+        ),
+        click.option(
+            "--jobs",
+            default=1,
+            show_default=True,
+            type=click.IntRange(min=1),
+            help="--cluster: jobs to start.",
+        ),
+        click.option(
+            "--job-option",
+            "job_option",
+            multiple=True,
+            metavar="KEY=VALUE",
+            help="--cluster: an option of the dask-jobqueue class, e.g. queue=gpu, cores=8, memory=64GB, "
+            "walltime=04:00:00, job_extra_directives=--gres=gpu:1 (repeatable).",
+        ),
+        click.option(
+            "--job-timeout",
+            default=600.0,
+            show_default=True,
+            type=click.FloatRange(min=1),
+            help="--cluster: seconds to wait for a first job to start.",
+        ),
+        click.option("--dry-run", is_flag=True, help="--cluster: print the job script and submit nothing."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _cluster_spec(cluster, jobs, job_option, job_timeout, dry_run, device="cpu"):
+    """The ClusterSpec of the options (None without --cluster); --dry-run prints the job script."""
+    from labelgen.cluster import job_script, parse_job_options
+    from labelgen.run import ClusterSpec
+
+    if not cluster:
+        if job_option or dry_run:
+            raise InputError("--job-option and --dry-run need --cluster KIND")
+        return None
+    spec = ClusterSpec(cluster, jobs, parse_job_options(job_option), job_timeout)
+    if dry_run:
+        click.echo(job_script(spec.kind, device, spec.options))
+        raise SystemExit(0)
+    return spec
+
+
 POSITIVE = click.IntRange(min=1)
 NON_NEGATIVE = click.IntRange(min=0)
 METRES = click.FloatRange(min=0)
@@ -213,6 +266,7 @@ def labelgen_plan(kitti_root, labels_dir, split_file, drives, shard_size, overwr
 )
 @click.option("--seg-encoder", help="seg stage, smp format: encoder name, e.g. resnet101.")
 @click.option("--progress/--no-progress", default=True, help="Show progress bars.")
+@_cluster_options
 @_friendly_errors
 def labelgen_run(
     labels_dir,
@@ -237,10 +291,16 @@ def labelgen_run(
     seg_arch,
     seg_encoder,
     progress,
+    cluster,
+    jobs,
+    job_option,
+    job_timeout,
+    dry_run,
 ) -> None:
     """Run label stages over every shard of the plan (resumes: complete shards are skipped)."""
     from labelgen.run import format_reports, run_stages
 
+    spec = _cluster_spec(cluster, jobs, job_option, job_timeout, dry_run, device)
     names = [s.strip() for s in stages.split(",") if s.strip()]
     if "psmnet" in names and not psmnet_checkpoint:
         raise InputError("stage psmnet needs --psmnet-checkpoint FILE (see `edgedepth labelgen weights`)")
@@ -279,6 +339,7 @@ def labelgen_run(
         verify=verify,
         stage_options={n: options.get(n, {}) for n in names},
         progress=progress,
+        cluster=spec,
     )
     click.echo(format_reports(reports))
     if not all(r.all_done for r in reports):
@@ -362,6 +423,7 @@ def calib() -> None:
 @click.option("--scheduler", help="Fit on an existing dask scheduler, e.g. tcp://host:8786.")
 @click.option("--png", type=click.Path(path_type=Path), help="Also plot the table here.")
 @click.option("--progress/--no-progress", default=True, help="Show a progress bar.")
+@_cluster_options
 @_friendly_errors
 def calib_fit(
     labels_dir,
@@ -377,6 +439,11 @@ def calib_fit(
     scheduler,
     png,
     progress,
+    cluster,
+    jobs,
+    job_option,
+    job_timeout,
+    dry_run,
 ) -> None:
     """Fit the per-distance LiDAR-vs-teacher bias table on a label folder."""
     from contextlib import nullcontext
@@ -385,7 +452,10 @@ def calib_fit(
     from calib.plot import plot_lut
     from labelgen.run import dask_client
 
-    context = dask_client(scheduler, workers, "cpu") if (workers or scheduler) else nullcontext()
+    spec = _cluster_spec(cluster, jobs, job_option, job_timeout, dry_run)
+    context = (
+        dask_client(scheduler, workers, "cpu", spec) if (workers or scheduler or spec) else nullcontext()
+    )
     with context as client:
         lut = fit_from_labels(
             labels_dir,
@@ -410,14 +480,28 @@ def calib_fit(
 @click.argument("lut_path", type=click.Path(path_type=Path))
 @click.argument("labels_dir", type=click.Path(path_type=Path))
 @click.option("--teacher", default="psmnet", show_default=True, help="Teacher stage the table was fitted on.")
+@click.option(
+    "--workers", type=POSITIVE, help="Apply with this many local dask workers (default: one process)."
+)
+@click.option("--scheduler", help="Apply on an existing dask scheduler, e.g. tcp://host:8786.")
+@_cluster_options
 @_friendly_errors
-def calib_apply(lut_path, labels_dir, teacher) -> None:
+def calib_apply(
+    lut_path, labels_dir, teacher, workers, scheduler, cluster, jobs, job_option, job_timeout, dry_run
+) -> None:
     """Write LABELS/<teacher>_corrected shards: teacher depth + LUT(teacher depth)."""
+    from contextlib import nullcontext
+
     from calib.fit import write_corrected
     from labelgen.lock import folder_lock
+    from labelgen.run import dask_client
 
-    with folder_lock(labels_dir, f"calib apply --teacher {teacher}"):
-        summary = write_corrected(labels_dir, lut_path, teacher, progress=True)
+    spec = _cluster_spec(cluster, jobs, job_option, job_timeout, dry_run)
+    context = (
+        dask_client(scheduler, workers, "cpu", spec) if (workers or scheduler or spec) else nullcontext()
+    )
+    with folder_lock(labels_dir, f"calib apply --teacher {teacher}"), context as client:
+        summary = write_corrected(labels_dir, lut_path, teacher, progress=True, client=client)
     click.echo(
         f"{summary['path']}: {summary['written']} shards written, {summary['skipped']} already current, "
         f"{summary['frames']} frames ({summary['frames_failed']} failed), table {summary['lut_sha256'][:12]}"

@@ -245,9 +245,11 @@ def write_corrected(
     teacher: str = "sgbm",
     lut_path: str | Path | None = None,
     progress: bool = False,
+    client: Any = None,
 ) -> dict[str, Any]:
     """Write ``LABELS/<teacher>_corrected/shard-*.h5`` (depth float16 = apply_lut of the teacher's),
-    skipping shards already written with the same table and the same teacher shard; a summary."""
+    skipping shards already written with the same table and the same teacher shard; a summary.
+    With a dask ``client`` each shard is one task."""
     if not isinstance(lut, Lut):
         lut_path, lut = lut, load_lut(lut)
     labels_dir = Path(labels_dir).resolve()
@@ -255,15 +257,26 @@ def write_corrected(
     _check_lut_matches(lut, teacher, info, lut_path)
     stage = f"{teacher}{CORRECTED_SUFFIX}"
     written = failed = 0
-    for shard in tqdm(plan.shards, unit="shard", desc=stage, disable=not progress):
+    todo = []
+    for shard in plan.shards:
         source = _source_identity(labels_dir, teacher, shard, lut)
         target = shard_path(labels_dir, stage, shard.name)
         status = check_shard(target, plan.plan_id, shard.frame_ids)
         if status.complete and _made_from(target, source):
             failed += len(status.failures)
         else:
-            failed += _write_corrected_shard(labels_dir, plan, teacher, shard, lut, lut_path, source)
-            written += 1
+            todo.append((shard.index, source))
+    args = (str(labels_dir), teacher, lut, str(lut_path) if lut_path else None)
+    if client is None:
+        results = (correct_shard(*args, index, source) for index, source in todo)
+    else:  # one task a shard; results in any order
+        from distributed import as_completed
+
+        futures = [client.submit(correct_shard, *args, index, source, pure=False) for index, source in todo]
+        results = (future.result() for future in as_completed(futures))
+    for count in tqdm(results, total=len(todo), unit="shard", desc=stage, disable=not progress):
+        failed += count
+        written += 1
     return {
         "stage": stage,
         "path": str(labels_dir / stage),
@@ -303,6 +316,17 @@ def _made_from(path: Path, source: dict[str, Any]) -> bool:
     with h5py.File(path, "r") as f:
         settings = json.loads(f.attrs.get("settings", "{}"))
     return all(settings.get(k) == v for k, v in source.items())
+
+
+def correct_shard(
+    labels_dir: str, teacher: str, lut: Lut, lut_path: str | None, shard_index: int, source: dict
+) -> int:
+    """Write one corrected shard atomically (a dask task when a client is given); returns its number
+    of failed (carried-over) frames."""
+    plan = load_plan_cached(labels_dir)
+    return _write_corrected_shard(
+        Path(labels_dir), plan, teacher, plan.shards[shard_index], lut, lut_path, source
+    )
 
 
 def _write_corrected_shard(

@@ -137,6 +137,8 @@ class StageReport:
     wall_seconds: float = 0.0  # of the whole run (all stages)
     workers: int = 0
     device: str = "cpu"
+    cluster: str = "local"  # local, the scheduler address, or slurm / pbs / sge / lsf / htcondor
+    job_ids: list[str] = field(default_factory=list)  # batch jobs that ran this run's workers
     finished: str = ""
 
     @property
@@ -153,12 +155,36 @@ class StageReport:
         return json.dumps({**asdict(self), "frames_per_second": self.frames_per_second}, indent=1) + "\n"
 
 
+@dataclass(frozen=True)
+class ClusterSpec:
+    """Where the work runs: batch jobs of ``kind`` (slurm, pbs, sge, lsf, htcondor) through
+    dask-jobqueue, ``jobs`` of them, with the cluster class's own ``options``."""
+
+    kind: str
+    jobs: int = 1
+    options: dict = field(default_factory=dict)
+    job_timeout: float = 600.0
+
+
 @contextmanager
-def dask_client(scheduler: str | None, workers: int | None, device: str) -> Iterator[Any]:
-    """A client of the user's scheduler, or of a LocalCluster sized to the machine (one worker a GPU)."""
+def dask_client(
+    scheduler: str | None, workers: int | None, device: str, cluster: ClusterSpec | None = None
+) -> Iterator[Any]:
+    """A client of batch jobs (``cluster``), of the user's scheduler, or of a LocalCluster sized
+    to the machine (one worker a GPU)."""
     import dask
     from distributed import Client, LocalCluster
 
+    if cluster is not None:
+        from labelgen.cluster import jobqueue_client
+
+        if scheduler:
+            raise ValueError("give --cluster or --scheduler, not both")
+        with jobqueue_client(
+            cluster.kind, cluster.jobs, cluster.options, device, cluster.job_timeout
+        ) as client:
+            yield client
+        return
     if scheduler:
         try:
             client = Client(scheduler, timeout="10s")
@@ -234,6 +260,7 @@ def run_stages(
     verify: str = "full",
     stage_options: dict[str, dict] | None = None,
     progress: bool = True,
+    cluster: ClusterSpec | None = None,
 ) -> list[StageReport]:
     """Run ``stages`` over every shard of the plan in ``labels_dir``; returns one report per stage.
 
@@ -251,15 +278,17 @@ def run_stages(
     load_plan(labels_dir)  # its one-line error before the lock file is created
     with folder_lock(labels_dir, f"labelgen run --stages {','.join(stages)}"):
         return _run_locked(labels_dir, stages, workers, scheduler, device, batch_size, overwrite,
-                           retry_failed, verify, stage_options, progress)  # fmt: skip
+                           retry_failed, verify, stage_options, progress, cluster)  # fmt: skip
 
 
 def _run_locked(
     labels_dir, stages, workers, scheduler, device, batch_size, overwrite, retry_failed, verify,
-    stage_options, progress,
+    stage_options, progress, cluster,
 ) -> list[StageReport]:  # fmt: skip
     plan = load_plan(labels_dir)
-    if scheduler is None:  # a local cluster uses this machine's devices; remote workers resolve their own
+    if (
+        scheduler is None and cluster is None
+    ):  # local: this machine's devices; remote workers resolve their own
         device = resolve_device(device)
     options = {name: dict((stage_options or {}).get(name) or {}) for name in stages}
     gpu_stages = {name for name in stages if _validated_stage(name, options[name]).gpu}
@@ -274,9 +303,9 @@ def _run_locked(
     errors: dict[tuple[str, str], str] = {}
     processed = dict.fromkeys(stages, 0)
     task_seconds = dict.fromkeys(stages, 0.0)
-    started, n_workers = time.perf_counter(), 0
+    started, n_workers, ids = time.perf_counter(), 0, set()
     if todo:
-        with dask_client(scheduler, workers, device) as client:
+        with dask_client(scheduler, workers, device, cluster) as client:
             if scheduler and gpu_stages and device.startswith("cuda"):
                 _check_gpu_workers(client, scheduler)
             errors = _submit_and_wait(
@@ -292,7 +321,9 @@ def _run_locked(
                 progress,
             )
             n_workers = len(client.scheduler_info(n_workers=-1)["workers"])
+        ids = getattr(client, "edgedepth_job_ids", set())  # filled in until the jobs end
     seconds = time.perf_counter() - started
+    where = cluster.kind if cluster else (scheduler or "local")
     reports = []
     for name in stages:
         report = _stage_report(labels_dir, plan, name, errors)
@@ -302,6 +333,7 @@ def _run_locked(
             seconds,
         )
         report.workers, report.device = n_workers, device
+        report.cluster, report.job_ids = where, sorted(ids, key=lambda j: (len(j), j))
         report.finished = datetime.now(UTC).isoformat(timespec="seconds")
         write_text_atomic(labels_dir / name / REPORT_FILE, report.to_json())
         reports.append(report)

@@ -305,9 +305,10 @@ def _groundtruth(
         return None if path is None else read_annotated(path)
     if frame.date not in calibrations:
         calibrations[frame.date] = read_calibration(root / frame.date)
-    return lidar_groundtruth(
-        read_velodyne(frame.velodyne_path(root)), calibrations[frame.date], cam=entry.cam
-    )
+    scan = frame.velodyne_path(root)
+    if scan.is_file() and scan.stat().st_size == 0:
+        return None  # an empty scan: the frame has no ground truth (listed, not scored)
+    return lidar_groundtruth(read_velodyne(scan), calibrations[frame.date], cam=entry.cam)
 
 
 __all__ = [
