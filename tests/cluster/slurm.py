@@ -161,3 +161,30 @@ class OneNodeSlurm:
             os.environ.pop("SLURM_CONF", None)
         else:
             os.environ["SLURM_CONF"] = self.previous_conf
+
+
+def main() -> None:
+    """``python -m tests.cluster.slurm [FOLDER]``: start a one-node SLURM here and keep it up until Ctrl-C."""
+    import signal
+    import sys
+    import tempfile
+
+    folder = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(tempfile.mkdtemp(prefix="slurm-"))
+    try:
+        cluster = OneNodeSlurm(folder).start()
+    except SlurmUnavailable as err:
+        sys.exit(f"cannot start a one-node SLURM cluster: {err}")
+    print(
+        f"SLURM is up (partition {PARTITION}); in another shell:\n  export SLURM_CONF={cluster.conf}",
+        flush=True,
+    )
+    try:
+        signal.sigwait({signal.SIGINT, signal.SIGTERM})
+    except KeyboardInterrupt:
+        pass
+    finally:
+        cluster.stop()
+
+
+if __name__ == "__main__":
+    main()
