@@ -28,6 +28,7 @@ from labelgen.shards import (
     ShardWriter,
     check_shard,
     decode,
+    open_shard,
     read_rows,
     remove_stale_tmp,
     shard_path,
@@ -56,7 +57,7 @@ def check_stages(
         _check_stage(labels_dir, plan, stage, "LiDAR" if stage == LIDAR else "teacher")
     names, checkpoints = set(), set()
     for shard in plan.shards:
-        with h5py.File(shard_path(labels_dir, teacher, shard.name), "r") as f:
+        with open_shard(shard_path(labels_dir, teacher, shard.name)) as f:
             if "depth" not in f:
                 raise ValueError(f"{f.filename}: no `depth` dataset; {teacher} is not a depth teacher")
             names.add(str(f.attrs.get("teacher", "")))
@@ -70,7 +71,7 @@ def _check_stage(labels_dir: Path, plan: Plan, stage: str, role: str) -> None:
     for shard in plan.shards:
         status = check_shard(shard_path(labels_dir, stage, shard.name), plan.plan_id, shard.frame_ids)
         if status.state == "stale" and status.reason == "written for another plan":
-            with h5py.File(status.path, "r") as f:
+            with open_shard(status.path) as f:
                 other = str(f.attrs.get("plan_id", ""))[:12]
             raise ValueError(
                 f"{status.path}: shards of different plans (plan_id {other}... vs {plan.plan_id[:12]}... "
@@ -115,7 +116,7 @@ def shard_pairs(
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """(teacher depth as stored, LiDAR depth float32) of each frame that is ok in both shards."""
     t_path, l_path = shard_path(labels_dir, teacher, shard.name), shard_path(labels_dir, LIDAR, shard.name)
-    with h5py.File(t_path, "r") as ft, h5py.File(l_path, "r") as fl:
+    with open_shard(t_path) as ft, open_shard(l_path) as fl:
         if ft.attrs.get("plan_id") != fl.attrs.get("plan_id"):
             raise ValueError(f"{t_path}: shards of different plans (its plan_id differs from {l_path})")
         ok = read_rows(ft["ok"]) & read_rows(fl["ok"])
@@ -302,7 +303,7 @@ def _check_lut_matches(lut: Lut, teacher: str, info: dict[str, list[str]], lut_p
 
 def _source_identity(labels_dir: Path, teacher: str, shard: ShardPlan, lut: Lut) -> dict[str, Any]:
     """What a corrected shard depends on: the table and the teacher shard it was computed from."""
-    with h5py.File(shard_path(labels_dir, teacher, shard.name), "r") as f:
+    with open_shard(shard_path(labels_dir, teacher, shard.name)) as f:
         return {
             "lut_sha256": lut.sha256,
             "source_stage": teacher,
@@ -313,7 +314,7 @@ def _source_identity(labels_dir: Path, teacher: str, shard: ShardPlan, lut: Lut)
 
 def _made_from(path: Path, source: dict[str, Any]) -> bool:
     """Was this complete corrected shard computed from ``source`` (same table, same teacher shard)?"""
-    with h5py.File(path, "r") as f:
+    with open_shard(path) as f:
         settings = json.loads(f.attrs.get("settings", "{}"))
     return all(settings.get(k) == v for k, v in source.items())
 
@@ -341,7 +342,7 @@ def _write_corrected_shard(
     """Write one corrected shard atomically; returns its number of failed (carried-over) frames."""
     target = shard_path(labels_dir, f"{teacher}{CORRECTED_SUFFIX}", shard.name)
     remove_stale_tmp(target)
-    with h5py.File(shard_path(labels_dir, teacher, shard.name), "r") as f:
+    with open_shard(shard_path(labels_dir, teacher, shard.name)) as f:
         attrs = {
             "stage": f"{teacher}{CORRECTED_SUFFIX}",
             "plan_id": plan.plan_id,

@@ -18,7 +18,15 @@ import numpy as np
 from labelgen.atomic import save_figure
 from labelgen.cityscapes import CITYSCAPES_CLASSES, CITYSCAPES_COLOURS, IGNORE_ID
 from labelgen.plan import Plan, ShardPlan, load_plan
-from labelgen.shards import BOOKKEEPING_DATASETS, ShardStatus, check_shard, decode, read_rows, shard_path
+from labelgen.shards import (
+    BOOKKEEPING_DATASETS,
+    ShardStatus,
+    check_shard,
+    decode,
+    open_shard,
+    read_rows,
+    shard_path,
+)
 
 SAMPLE_FRAMES = 8
 MAX_FAILURES = 5
@@ -67,7 +75,7 @@ Rows = dict[str, tuple[_Meta, list[np.ndarray]]]  # dataset name -> (what it is,
 
 def _read_rows(path: Path, rows: list[int]) -> tuple[dict[str, object], Rows]:
     """A shard's root attributes and, per dataset, its description and decoded ``rows``."""
-    with h5py.File(path, "r") as f:
+    with open_shard(path) as f:
         data = {
             name: (_meta(name, dset), [decode(dset, read_rows(dset, row)) for row in rows])
             for name, dset in f.items()

@@ -40,6 +40,15 @@ def _first_line(err: BaseException) -> str:
     return text.splitlines()[0] if text else type(err).__name__
 
 
+def open_shard(path: str | Path) -> h5py.File:
+    """``h5py.File(path, "r")``; a file that cannot be opened (truncated, not HDF5) raises
+    :class:`ShardReadError` naming it."""
+    try:
+        return h5py.File(path, "r")
+    except OSError as err:
+        raise ShardReadError(f"{path}: cannot open the shard ({_first_line(err)})") from None
+
+
 def read_rows(dataset: h5py.Dataset, rows: object = ()) -> np.ndarray:
     """``dataset[rows]`` (default: all of it); a damaged chunk (checksum or decompression failure)
     raises :class:`ShardReadError` naming the file, the dataset and the rows."""
@@ -363,10 +372,7 @@ class LabelReader:
 
     def _open(self, path: Path) -> h5py.File:
         if path not in self._files:
-            try:
-                self._files[path] = h5py.File(path, "r")
-            except OSError as err:
-                raise ShardReadError(f"{path}: cannot open the shard ({_first_line(err)})") from None
+            self._files[path] = open_shard(path)
         return self._files[path]
 
     def close(self) -> None:

@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import cv2
-import h5py
 import numpy as np
 import torch
 from torch.utils.data import Dataset
@@ -30,7 +29,7 @@ from torch.utils.data import Dataset
 from calib.fit import split_drives
 from calib.lut import Lut, apply_lut, load_lut
 from labelgen.plan import Plan, load_plan
-from labelgen.shards import LabelReader, shard_path
+from labelgen.shards import LabelReader, open_shard, shard_path
 from labelgen.teachers import IMAGENET_MEAN, IMAGENET_STD
 from student.model import check_input_size
 
@@ -93,7 +92,7 @@ class LabelSources:
             "stages": {},
         }
         for stage in dict.fromkeys(stages):
-            with h5py.File(shard_path(self.labels_dir, stage, self.plan.shards[0].name), "r") as f:
+            with open_shard(shard_path(self.labels_dir, stage, self.plan.shards[0].name)) as f:
                 info["stages"][stage] = {
                     "teacher": str(f.attrs.get("teacher", "")),
                     "checkpoint_sha256": str(f.attrs.get("checkpoint_sha256", "")),
@@ -123,7 +122,7 @@ def find_sources(labels_dir: str | Path, depth_stage: str, seg_stage: str | None
                 f"`edgedepth labelgen run {labels_dir} --stages {stage.removesuffix(CORRECTED_SUFFIX)}`"
                 + (" and `edgedepth calib apply`" if stage.endswith(CORRECTED_SUFFIX) else "")
             )
-    with h5py.File(shard_path(labels_dir, depth_stage, plan.shards[0].name), "r") as f:
+    with open_shard(shard_path(labels_dir, depth_stage, plan.shards[0].name)) as f:
         if "depth" not in f:
             raise ValueError(f"{f.filename}: no `depth` dataset; {depth_stage} is not a depth stage")
     seg = seg_stage if seg_stage and _has_stage(labels_dir, plan, seg_stage) else None

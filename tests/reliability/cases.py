@@ -482,6 +482,15 @@ def _train_on_damaged(tmp: Path) -> Setup:
     return Setup(argv, str(damaged))
 
 
+def _train_on_truncated(tmp: Path) -> Setup:
+    _, labels = labelled(tmp, ("images", "sgbm"))
+    path = shard_path(labels, "sgbm", "shard-00000")
+    path.write_bytes(path.read_bytes()[:3000])
+    argv = ["student", "train", str(labels), "--teacher", "sgbm", "--out", str(tmp / "run"), "--size", "160x64",
+            "--no-progress"]  # fmt: skip
+    return Setup(argv, str(path), nothing_at("run"))
+
+
 STUDENT_CASES = [
     Case("student", "ckpt-garbage", "checkpoint is random bytes", 2, "ckpt.pt",
          lambda tmp: Setup(_predict_argv(tmp, _checkpoint_file(tmp, os.urandom(4096))), str(tmp / "ckpt.pt"),
@@ -501,6 +510,8 @@ STUDENT_CASES = [
                            nothing_at("run"))),
     Case("student", "train-damaged-shard", "student train reads a shard with a damaged image chunk", 2,
          "dataset image row 2 is damaged", _train_on_damaged),
+    Case("student", "train-truncated-shard", "student train on a depth shard cut short", 2, "cannot open the shard",
+         _train_on_truncated),
     Case("student", "train-no-teacher", "student train on a folder without the teacher stage", 2, "psmnet",
          lambda tmp: Setup(["student", "train", str(labelled(tmp, ("images", "lidar"))[1]), "--out", str(tmp / "run"),
                             "--no-progress"], str(tmp / "labels"), nothing_at("run"))),
