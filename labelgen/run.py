@@ -180,6 +180,10 @@ def dask_client(
 
         if scheduler:
             raise ValueError("give --cluster or --scheduler, not both")
+        if workers is not None:
+            raise ValueError(
+                "--workers sizes a local cluster; with --cluster use --jobs (and --job-option processes=N)"
+            )
         with jobqueue_client(
             cluster.kind, cluster.jobs, cluster.options, device, cluster.job_timeout
         ) as client:
