@@ -15,12 +15,11 @@ chose the current decoder.
 from __future__ import annotations
 
 import tempfile
-import warnings
 from pathlib import Path
 
 import click
 import torch
-from edge_speed import interleaved
+from edge_speed import export_legacy, interleaved
 from fastdepth import build_fastdepth
 
 from student.model import EXPAND_RATIO, DepthSegStudent, count_macs, count_parameters
@@ -46,16 +45,6 @@ def build(widths, counts, expansion) -> DepthSegStudent:
     ).eval()
 
 
-def export(model: torch.nn.Module, path: Path, size: tuple[int, int]) -> str:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            model, (torch.zeros(1, 3, *size),), str(path), dynamo=False, opset_version=13,
-            input_names=["image"], output_names=["depth"], do_constant_folding=True,
-        )  # fmt: skip
-    return str(path)
-
-
 @click.command()
 @click.argument("candidates", nargs=-1, required=True)
 @click.option("--size", default="480x320", show_default=True, help="Timed input WxH.")
@@ -67,14 +56,19 @@ def main(candidates: tuple[str, ...], size: str, threads: int | None, rounds: in
     image = torch.zeros(1, 3, *shape).numpy()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        files = {"FastDepth-class": (export(build_fastdepth().eval(), Path(tmp) / "fd.onnx", shape), image)}
+        files = {
+            "FastDepth-class": (
+                str(export_legacy(build_fastdepth().eval(), Path(tmp) / "fd.onnx", shape)),
+                image,
+            )
+        }
         for index, text in enumerate(candidates):
             widths, counts, expansion = parse_candidate(text)
             model = build(widths, counts, expansion)
             model.return_classes = False
             params = count_parameters(model)
             macs = count_macs(model, KITTI)
-            files[text] = (export(model, Path(tmp) / f"c{index}.onnx", shape), image)
+            files[text] = (str(export_legacy(model, Path(tmp) / f"c{index}.onnx", shape)), image)
             rows.append((text, params, macs))
         click.echo(f"timing {len(files)} models in {rounds} interleaved rounds ...")
         ms = interleaved(files, threads, rounds, 5, 5)

@@ -102,8 +102,8 @@ def make_label_folder(root: Path, size: tuple[int, int]) -> Path:
     return labels
 
 
-def export_fastdepth(path: Path, size: tuple[int, int]) -> Path:
-    model = build_fastdepth()
+def export_legacy(model: torch.nn.Module, path: Path, size: tuple[int, int]) -> Path:
+    """``model`` as ONNX by the legacy exporter at opset 13, float32 input ``image`` (1, 3, H, W)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(
@@ -111,6 +111,10 @@ def export_fastdepth(path: Path, size: tuple[int, int]) -> Path:
             input_names=["image"], output_names=["depth"], do_constant_folding=True,
         )  # fmt: skip
     return path
+
+
+def export_fastdepth(path: Path, size: tuple[int, int]) -> Path:
+    return export_legacy(build_fastdepth(), path, size)
 
 
 def interleaved(files: dict[str, tuple[str, np.ndarray]], threads, rounds: int, per_round: int, warmup: int):

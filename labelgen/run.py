@@ -279,7 +279,8 @@ def run_stages(
     if not stages:
         raise ValueError("no stages given")
     labels_dir = Path(labels_dir).resolve()
-    load_plan(labels_dir)  # its one-line error before the lock file is created
+    load_plan(labels_dir)  # its one-line error before the lock (and the folder) is created; read again
+    # under the lock, since a `labelgen plan --overwrite` may replace it until then
     with folder_lock(labels_dir, f"labelgen run --stages {','.join(stages)}"):
         return _run_locked(labels_dir, stages, workers, scheduler, device, batch_size, overwrite,
                            retry_failed, verify, stage_options, progress, cluster)  # fmt: skip
