@@ -44,6 +44,10 @@ def safe_load(path: str | Path, map_location: str | torch.device = "cpu") -> Any
     except (RuntimeError, EOFError, OSError, UnicodeDecodeError) as err:
         reason = str(err).strip().splitlines()[0] if str(err).strip() else "empty or truncated file"
         raise ValueError(f"{path}: not a readable PyTorch checkpoint ({reason})") from None
+    except Exception as err:  # garbage bytes make the unpickler fail in many ways (KeyError, IndexError, ...)
+        raise ValueError(
+            f"{path}: not a readable PyTorch checkpoint ({type(err).__name__} while unpickling)"
+        ) from None
 
 
 def _refusal_reason(message: str) -> str:

@@ -492,9 +492,10 @@ def _train_on_truncated(tmp: Path) -> Setup:
 
 
 STUDENT_CASES = [
-    Case("student", "ckpt-garbage", "checkpoint is random bytes", 2, "ckpt.pt",
-         lambda tmp: Setup(_predict_argv(tmp, _checkpoint_file(tmp, os.urandom(4096))), str(tmp / "ckpt.pt"),
-                           nothing_at("out"))),
+    *(Case("student", f"ckpt-garbage-{seed}", f"checkpoint is 4 KiB of random bytes (seed {seed})", 2, "ckpt.pt",
+           lambda tmp, seed=seed: Setup(_predict_argv(tmp, _checkpoint_file(tmp, np.random.default_rng(seed).bytes(4096))),
+                                        str(tmp / "ckpt.pt"), nothing_at("out")))
+      for seed in range(3)),
     Case("student", "ckpt-unsafe", "checkpoint pickles a callable", 2, "ckpt.pt",
          lambda tmp: Setup(_predict_argv(tmp, _checkpoint_file(tmp, pickle.dumps({"model": os.system}))),
                            str(tmp / "ckpt.pt"), nothing_at("out"))),
