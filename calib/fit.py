@@ -355,7 +355,7 @@ def _write_corrected_shard(
             "device": "cpu",
             "lut_sha256": lut.sha256,
         }
-        depth, ok, why = f["depth"], read_rows(f["ok"]), read_rows(f["failure"].asstr())
+        depth, ok, why = f["depth"], read_rows(f["ok"]), read_rows(f["failure"], as_str=True)
         spec = {"depth": DatasetSpec(tuple(depth.shape[1:]), "float16", attrs=DEPTH_ATTRS)}
         with ShardWriter(target, shard.frame_ids, spec, attrs) as writer:
             for row in range(len(shard.frame_ids)):

@@ -57,8 +57,6 @@ def describe(err: BaseException) -> str:
     """One line: ``<path>: <reason>`` for OS errors, the message's first line otherwise."""
     if isinstance(err, OSError):
         name, reason, _ = os_reason(err)
-        if name and err.strerror is None and not _H5_FILE.search(str(err)):
-            return first_line(err)  # a message the library wrote itself (it names its path)
         if name:
             target = f" -> {err.filename2}" if getattr(err, "filename2", None) else ""
             return f"{name}{target}: {reason}"

@@ -22,6 +22,7 @@ import h5py
 import numpy as np
 
 from labelgen import __version__
+from labelgen.errors import first_line
 from labelgen.plan import Plan, load_plan
 
 SCHEMA_VERSION = 2  # 2: every dataset carries HDF5's Fletcher-32 checksum per chunk
@@ -36,8 +37,7 @@ class ShardReadError(ValueError):
 
 
 def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
+    return first_line(err) or type(err).__name__
 
 
 def open_shard(path: str | Path) -> h5py.File:
@@ -49,11 +49,12 @@ def open_shard(path: str | Path) -> h5py.File:
         raise ShardReadError(f"{path}: cannot open the shard ({_first_line(err)})") from None
 
 
-def read_rows(dataset: h5py.Dataset, rows: object = ()) -> np.ndarray:
-    """``dataset[rows]`` (default: all of it); a damaged chunk (checksum or decompression failure)
-    raises :class:`ShardReadError` naming the file, the dataset and the rows."""
+def read_rows(dataset: h5py.Dataset, rows: object = (), as_str: bool = False) -> np.ndarray:
+    """``dataset[rows]`` (default: all of it; ``as_str``: decoded to ``str``); a damaged chunk
+    (checksum or decompression failure) raises :class:`ShardReadError` naming the file, the
+    dataset and the rows."""
     try:
-        return dataset[rows]
+        return dataset.asstr()[rows] if as_str else dataset[rows]
     except OSError as err:
         where = "" if rows == () else f" row {rows}"
         raise ShardReadError(
@@ -275,10 +276,10 @@ def check_shard(
                 return ShardStatus(path, "stale", f"schema version {f.attrs.get('schema_version')}")
             if f.attrs.get("plan_id") != plan_id:
                 return ShardStatus(path, "stale", "written for another plan")
-            ids = list(_strings(f["frame_id"]))
+            ids = list(read_rows(f["frame_id"], as_str=True))
             if ids != list(frame_ids):
                 return ShardStatus(path, "stale", "frame list differs from the plan")
-            ok, why = read_rows(f["ok"]), _strings(f["failure"])
+            ok, why = read_rows(f["ok"]), read_rows(f["failure"], as_str=True)
             if verify == "full":
                 for name, dset in f.items():
                     if name in BOOKKEEPING_DATASETS:
@@ -295,14 +296,6 @@ def check_shard(
     except (OSError, KeyError) as err:
         return ShardStatus(path, "invalid", f"unreadable ({_first_line(err)})")
     return ShardStatus(path, "complete", failures=failures)
-
-
-def _strings(dataset: h5py.Dataset) -> np.ndarray:
-    try:
-        return dataset.asstr()[()]
-    except OSError:
-        read_rows(dataset)  # raises ShardReadError naming the file and dataset
-        raise
 
 
 def decode(dataset: h5py.Dataset, raw: np.ndarray) -> np.ndarray:

@@ -19,6 +19,7 @@ from labelgen.shards import (
     ShardReadError,
     ShardWriter,
     check_shard,
+    read_rows,
     remove_stale_tmp,
     shard_path,
 )
@@ -167,3 +168,16 @@ def test_only_temporary_files_of_gone_writers_are_removed(tmp_path):
     finally:
         child.kill()
         child.wait()
+
+
+def test_a_damaged_string_dataset_is_named_too(tmp_path):
+    path = write(tmp_path / "shard-00000.h5", ["a", "b", "c"], fail=(1,))
+    flip_byte_in_chunk(path, "failure", 0)
+    with (
+        h5py.File(path, "r") as f,
+        pytest.raises(ShardReadError, match=rf"{path}: dataset failure is damaged"),
+    ):
+        read_rows(f["failure"], as_str=True)
+    assert check_shard(path, "p1", ["a", "b", "c"], verify="quick").reason.startswith(
+        "dataset failure is damaged"
+    )
