@@ -27,11 +27,8 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-# The real KITTI frame beside the repository, when it is there (else the demo makes synthetic data).
-SAMPLE := $(wildcard $(abspath ..)/shared/data/kitti_raw_sample)
-
-demo: $(STAMP)  ## the main job on the embedded default data
-	EDGEDEPTH_KITTI_SAMPLE=$${EDGEDEPTH_KITTI_SAMPLE:-$(SAMPLE)} $(BIN)/edgedepth demo
+demo: $(STAMP)  ## the whole pipeline on the embedded Motorcycle scene; opens nothing, writes demo_out/report.html
+	$(BIN)/edgedepth demo --out demo_out
 
 bench: $(STAMP)  ## student speed table (CPU unless --device cuda)
 	$(BIN)/python benchmarks/student_speed.py

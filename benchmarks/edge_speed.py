@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import statistics
+import sys
 import tempfile
 import time
 import warnings
@@ -40,7 +41,8 @@ from skimage import data
 
 from labelgen.plan import load_plan, plan_shards, write_plan
 from labelgen.run import process_shard
-from labelgen.synthetic import make_kitti_tree
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository: tests.kitti_tree
 from student import onnx_checks as checks
 from student.checkpoint import save_checkpoint
 from student.config import ModelConfig
@@ -55,6 +57,7 @@ from student.speed import (
     time_onnx,
     time_runs,
 )
+from tests.kitti_tree import make_kitti_tree  # noqa: E402
 
 PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "immunohistochemistry", "hubble_deep_field", "cat")
 DRIVE = "2011_09_26_drive_0001_sync"

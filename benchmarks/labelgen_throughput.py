@@ -14,6 +14,7 @@ from __future__ import annotations
 import importlib
 import os
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -24,9 +25,11 @@ from labelgen.kitti import find_frames, read_calibration, read_image, read_velod
 from labelgen.lidar import project_lidar
 from labelgen.plan import plan_shards, write_plan
 from labelgen.run import dask_client, run_stages
-from labelgen.synthetic import make_kitti_tree
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository: tests.kitti_tree
 from labelgen.teachers.sgbm import SgbmConfig, sgbm_disparity
 from labelgen.teachers.stereo import disparity_to_depth
+from tests.kitti_tree import make_kitti_tree  # noqa: E402
 
 SAMPLE = Path(
     os.environ.get(

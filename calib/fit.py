@@ -22,11 +22,11 @@ import numpy as np
 from tqdm import tqdm
 
 from calib.lut import BinAccumulator, Evaluation, FitSettings, Lut, apply_lut, load_lut, lut_from_accumulator
-from labelgen.plan import Plan, ShardPlan, load_plan, load_plan_cached
+from labelgen.folder import LabelFolder
+from labelgen.plan import PLAN_FILE, Plan, ShardPlan, load_plan_cached
 from labelgen.shards import (
     DatasetSpec,
     ShardWriter,
-    check_shard,
     decode,
     open_shard,
     read_rows,
@@ -41,23 +41,25 @@ IN_FLIGHT = 128  # dask tasks submitted ahead of the in-order merge
 
 
 def check_stages(
-    labels_dir: str | Path, teacher: str, lidar: bool = True
+    labels_dir: LabelFolder | str | Path, teacher: str, lidar: bool = True
 ) -> tuple[Plan, dict[str, list[str]]]:
     """The plan, once the teacher's (and unless ``lidar`` is False the LiDAR's) shard sets are
-    complete and of this plan; also the teacher names and checkpoint SHA-256s in the shards' attrs."""
-    labels_dir = Path(labels_dir)
+    complete (``full`` check; a ``LabelFolder``'s known statuses count) and of this plan; also the
+    teacher names and checkpoint SHA-256s in the shards' attrs."""
+    folder = LabelFolder.of(labels_dir)
+    labels_dir = folder.given
     if lidar and (teacher == LIDAR or teacher.startswith(LIDAR + "_")):
         raise ValueError(
             f"--teacher {teacher}: the LiDAR cannot be fitted against itself; pick a teacher stage (psmnet, sgbm)"
         )
-    plan = load_plan(labels_dir)
+    plan = folder.plan
     if not plan.shards:
-        raise ValueError(f"{labels_dir / 'plan.json'}: the plan has no frames")
+        raise ValueError(f"{labels_dir / PLAN_FILE}: the plan has no frames")
     for stage in ((LIDAR,) if lidar else ()) + (teacher,):
-        _check_stage(labels_dir, plan, stage, "LiDAR" if stage == LIDAR else "teacher")
+        _check_stage(folder, plan, stage, "LiDAR" if stage == LIDAR else "teacher")
     names, checkpoints = set(), set()
     for shard in plan.shards:
-        with open_shard(shard_path(labels_dir, teacher, shard.name)) as f:
+        with open_shard(folder.shard_path(teacher, shard)) as f:
             if "depth" not in f:
                 raise ValueError(f"{f.filename}: no `depth` dataset; {teacher} is not a depth teacher")
             names.add(str(f.attrs.get("teacher", "")))
@@ -65,11 +67,11 @@ def check_stages(
     return plan, {"teacher": sorted(names), "checkpoint_sha256": sorted(checkpoints)}
 
 
-def _check_stage(labels_dir: Path, plan: Plan, stage: str, role: str) -> None:
+def _check_stage(folder: LabelFolder, plan: Plan, stage: str, role: str) -> None:
     """One-line errors for a stage whose shards are absent, incomplete or of another plan."""
     bad = []
     for shard in plan.shards:
-        status = check_shard(shard_path(labels_dir, stage, shard.name), plan.plan_id, shard.frame_ids)
+        status = folder.status(stage, shard, "full")
         if status.state == "stale" and status.reason == "written for another plan":
             with open_shard(status.path) as f:
                 other = str(f.attrs.get("plan_id", ""))[:12]
@@ -83,7 +85,7 @@ def _check_stage(labels_dir: Path, plan: Plan, stage: str, role: str) -> None:
         what = "absent" if len(bad) == len(plan.shards) else "incomplete"
         first = f"{bad[0].path.name} {bad[0].state}" + (f" ({bad[0].reason})" if bad[0].reason else "")
         raise ValueError(
-            f"{labels_dir / stage}: {role} stage {stage!r} {what} ({len(plan.shards) - len(bad)}/"
+            f"{folder.given / stage}: {role} stage {stage!r} {what} ({len(plan.shards) - len(bad)}/"
             f"{len(plan.shards)} shards complete; {first}); run `edgedepth labelgen run --stages {stage}`"
         )
 
@@ -131,45 +133,56 @@ def _stored_depth(dataset: h5py.Dataset, row: int) -> np.ndarray:
     return raw if raw.dtype.kind == "f" and "scale" not in dataset.attrs else decode(dataset, raw)
 
 
+def _plan_of(labels_dir: LabelFolder | str | Path) -> tuple[Plan, Path | str]:
+    """A task's plan and folder path: a LabelFolder's (in the driver), else ``load_plan_cached``."""
+    if isinstance(labels_dir, LabelFolder):
+        return labels_dir.plan, labels_dir.given
+    return load_plan_cached(labels_dir), labels_dir
+
+
 def accumulate_shard(
-    labels_dir: str | Path, teacher: str, shard_index: int, settings: FitSettings | dict
+    labels_dir: LabelFolder | str | Path, teacher: str, shard_index: int, settings: FitSettings | dict
 ) -> BinAccumulator:
     """The accumulator of one shard (a dask task: small arguments, small picklable result).
     Its reservoir RNG is seeded by (seed, shard index), so results do not depend on scheduling."""
     settings = settings if isinstance(settings, FitSettings) else FitSettings(**settings)
-    shard = load_plan_cached(labels_dir).shards[shard_index]
+    plan, labels_dir = _plan_of(labels_dir)
+    shard = plan.shards[shard_index]
     acc = BinAccumulator(settings.edges, settings.reservoir_size, seed=[settings.seed, 2, shard_index])
     for teacher_depth, lidar_depth in shard_pairs(labels_dir, teacher, shard):
         acc.add(teacher_depth, lidar_depth)
     return acc
 
 
-def evaluate_shard(labels_dir: str | Path, teacher: str, shard_index: int, lut: Lut) -> Evaluation:
+def evaluate_shard(
+    labels_dir: LabelFolder | str | Path, teacher: str, shard_index: int, lut: Lut
+) -> Evaluation:
     """Held-out figures of one shard before and after ``lut`` (a dask task like accumulate_shard)."""
     evaluation = Evaluation(lut)
-    for teacher_depth, lidar_depth in shard_pairs(
-        labels_dir, teacher, load_plan_cached(labels_dir).shards[shard_index]
-    ):
+    plan, labels_dir = _plan_of(labels_dir)
+    for teacher_depth, lidar_depth in shard_pairs(labels_dir, teacher, plan.shards[shard_index]):
         evaluation.add(teacher_depth, lidar_depth)
     return evaluation
 
 
 def _reduce(
     task: Callable[..., Any],
-    args: tuple[str, str],
+    folder: LabelFolder,
+    teacher: str,
     indices: Sequence[int],
     extra: Any,
     client: Any,
     progress: bool,
     desc: str,
 ) -> Any:
-    """Run ``task(*args, index, extra)`` per shard (loop or dask) and merge the results in shard order."""
+    """Run ``task(folder, teacher, index, extra)`` per shard (loop or dask) and merge the results in
+    shard order; dask tasks get ``str(folder.path)``, the loop the folder itself (its plan)."""
     total = None
     with tqdm(total=len(indices), unit="shard", desc=desc, disable=not progress) as bar:
         if client is None:
-            results: Iterator[Any] = (task(*args, i, extra) for i in indices)
+            results: Iterator[Any] = (task(folder, teacher, i, extra) for i in indices)
         else:
-            results = _dask_results(client, task, args, indices, extra)
+            results = _dask_results(client, task, (str(folder.path), teacher), indices, extra)
         for result in results:
             total = result if total is None else total.merge(result)
             bar.update(1)
@@ -192,7 +205,7 @@ def _dask_results(
 
 
 def fit_from_labels(
-    labels_dir: str | Path,
+    labels_dir: LabelFolder | str | Path,
     teacher: str = "sgbm",
     holdout: float = 0.1,
     client: Any = None,
@@ -206,20 +219,20 @@ def fit_from_labels(
     **options: Any,
 ) -> Lut:
     """Fit the table on the label folder's non-held-out drives (dask when ``client`` is given) and
-    report RMSE / Abs Rel before and after correction on the held-out ones."""
-    labels_dir = Path(labels_dir).resolve()
+    report RMSE / Abs Rel before and after correction on the held-out ones. ``labels_dir`` may be
+    a ``LabelFolder`` (its plan and shard statuses are used)."""
+    folder = LabelFolder.of(labels_dir, resolve=True)
     settings = FitSettings(bin_width, min_depth, max_depth, stat, min_count, **options)
-    plan, teacher_info = check_stages(labels_dir, teacher)
+    plan, teacher_info = check_stages(folder, teacher)
     fit_idx, held_idx, held_drives = split_drives(plan, holdout)
-    args = (str(labels_dir), teacher)
-    acc = _reduce(accumulate_shard, args, fit_idx, settings, client, progress, "fit")
+    acc = _reduce(accumulate_shard, folder, teacher, fit_idx, settings, client, progress, "fit")
     try:
         lut = lut_from_accumulator(acc, settings)
     except ValueError as err:
-        raise ValueError(f"{labels_dir}: {err}") from None
+        raise ValueError(f"{folder.given}: {err}") from None
     fit_drives = sorted({plan.shards[i].drive for i in fit_idx})
     source = {
-        "labels_dir": str(labels_dir),
+        "labels_dir": str(folder.path),
         "plan_id": plan.plan_id,
         "teacher_stage": teacher,
         **teacher_info,
@@ -231,7 +244,7 @@ def fit_from_labels(
     }
     heldout = None
     if held_idx:
-        evaluation = _reduce(evaluate_shard, args, held_idx, lut, client, progress, "held-out")
+        evaluation = _reduce(evaluate_shard, folder, teacher, held_idx, lut, client, progress, "held-out")
         heldout = {
             "drives": held_drives,
             "shards": [plan.shards[i].name for i in held_idx],
@@ -241,7 +254,7 @@ def fit_from_labels(
 
 
 def write_corrected(
-    labels_dir: str | Path,
+    labels_dir: LabelFolder | str | Path,
     lut: Lut | str | Path,
     teacher: str = "sgbm",
     lut_path: str | Path | None = None,
@@ -250,37 +263,44 @@ def write_corrected(
 ) -> dict[str, Any]:
     """Write ``LABELS/<teacher>_corrected/shard-*.h5`` (depth float16 = apply_lut of the teacher's),
     skipping shards already written with the same table and the same teacher shard; a summary.
-    With a dask ``client`` each shard is one task."""
+    With a dask ``client`` each shard is one task. ``labels_dir`` may be a ``LabelFolder`` (its
+    plan and statuses are used; the corrected stage is refreshed in it)."""
     if not isinstance(lut, Lut):
         lut_path, lut = lut, load_lut(lut)
-    labels_dir = Path(labels_dir).resolve()
-    plan, info = check_stages(labels_dir, teacher, lidar=False)
+    folder = LabelFolder.of(labels_dir, resolve=True)
+    plan, info = check_stages(folder, teacher, lidar=False)
     _check_lut_matches(lut, teacher, info, lut_path)
     stage = f"{teacher}{CORRECTED_SUFFIX}"
     written = failed = 0
     todo = []
     for shard in plan.shards:
-        source = _source_identity(labels_dir, teacher, shard, lut)
-        target = shard_path(labels_dir, stage, shard.name)
-        status = check_shard(target, plan.plan_id, shard.frame_ids)
-        if status.complete and _made_from(target, source):
+        source = _source_identity(folder.given, teacher, shard, lut)
+        status = folder.status(stage, shard, "full")
+        if status.complete and _made_from(status.path, source):
             failed += len(status.failures)
         else:
             todo.append((shard.index, source))
-    args = (str(labels_dir), teacher, lut, str(lut_path) if lut_path else None)
-    if client is None:
-        results = (correct_shard(*args, index, source) for index, source in todo)
-    else:  # one task a shard; results in any order
-        from distributed import as_completed
+    extra = (teacher, lut, str(lut_path) if lut_path else None)
+    try:
+        if client is None:
+            results = (correct_shard(folder, *extra, index, source) for index, source in todo)
+        else:  # one task a shard; results in any order
+            from distributed import as_completed
 
-        futures = [client.submit(correct_shard, *args, index, source, pure=False) for index, source in todo]
-        results = (future.result() for future in as_completed(futures))
-    for count in tqdm(results, total=len(todo), unit="shard", desc=stage, disable=not progress):
-        failed += count
-        written += 1
+            futures = [
+                client.submit(correct_shard, str(folder.path), *extra, index, source, pure=False)
+                for index, source in todo
+            ]
+            results = (future.result() for future in as_completed(futures))
+        for count in tqdm(results, total=len(todo), unit="shard", desc=stage, disable=not progress):
+            failed += count
+            written += 1
+    finally:
+        if todo:
+            folder.refresh(stage)
     return {
         "stage": stage,
-        "path": str(labels_dir / stage),
+        "path": str(folder.given / stage),
         "lut_sha256": lut.sha256,
         "shards": len(plan.shards),
         "written": written,
@@ -320,11 +340,16 @@ def _made_from(path: Path, source: dict[str, Any]) -> bool:
 
 
 def correct_shard(
-    labels_dir: str, teacher: str, lut: Lut, lut_path: str | None, shard_index: int, source: dict
+    labels_dir: LabelFolder | str,
+    teacher: str,
+    lut: Lut,
+    lut_path: str | None,
+    shard_index: int,
+    source: dict,
 ) -> int:
     """Write one corrected shard atomically (a dask task when a client is given); returns its number
     of failed (carried-over) frames."""
-    plan = load_plan_cached(labels_dir)
+    plan, labels_dir = _plan_of(labels_dir)
     return _write_corrected_shard(
         Path(labels_dir), plan, teacher, plan.shards[shard_index], lut, lut_path, source
     )

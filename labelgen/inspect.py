@@ -17,16 +17,9 @@ import numpy as np
 
 from labelgen.atomic import save_figure
 from labelgen.cityscapes import CITYSCAPES_CLASSES, CITYSCAPES_COLOURS, IGNORE_ID
-from labelgen.plan import Plan, ShardPlan, load_plan
-from labelgen.shards import (
-    BOOKKEEPING_DATASETS,
-    ShardStatus,
-    check_shard,
-    decode,
-    open_shard,
-    read_rows,
-    shard_path,
-)
+from labelgen.folder import LabelFolder
+from labelgen.plan import Plan, ShardPlan
+from labelgen.shards import BOOKKEEPING_DATASETS, ShardStatus, decode, open_shard, read_rows
 
 SAMPLE_FRAMES = 8
 MAX_FAILURES = 5
@@ -39,13 +32,9 @@ def _class_name(class_id: int) -> str:
     return CITYSCAPES_CLASSES[class_id] if class_id < len(CITYSCAPES_CLASSES) else f"class {class_id}"
 
 
-def stage_dirs(labels_dir: Path) -> list[str]:
+def stage_dirs(labels_dir: LabelFolder | str | Path) -> list[str]:
     """Sorted names of the subfolders holding shard files or a report.json."""
-    return sorted(
-        d.name
-        for d in labels_dir.iterdir()
-        if d.is_dir() and ((d / "report.json").is_file() or any(d.glob("shard-*.h5")))
-    )
+    return LabelFolder.of(labels_dir).stages()
 
 
 class _Meta(NamedTuple):
@@ -120,7 +109,7 @@ def _ok_rows(shard: ShardPlan, status: ShardStatus) -> list[int]:
 
 
 def _sample_lines(
-    labels_dir: Path, stage: str, statuses: list[tuple[ShardPlan, ShardStatus]], limit: int
+    folder: LabelFolder, stage: str, statuses: list[tuple[ShardPlan, ShardStatus]], limit: int
 ) -> list[str]:
     """Value ranges over at most ``limit`` ok frames spread evenly over the complete shards."""
     rows = [(shard, row) for shard, status in statuses if status.complete for row in _ok_rows(shard, status)]
@@ -134,7 +123,7 @@ def _sample_lines(
     arrays: dict[str, list[np.ndarray]] = {}
     attrs: dict[str, object] = {}
     for shard_name, shard_rows in by_shard.items():
-        attrs, data = _read_rows(shard_path(labels_dir, stage, shard_name), shard_rows)
+        attrs, data = _read_rows(folder.shard_path(stage, shard_name), shard_rows)
         for name, (meta, values) in data.items():
             metas[name] = meta
             arrays.setdefault(name, []).extend(values)
@@ -145,12 +134,9 @@ def _sample_lines(
     return lines + [f"  {name:<12} {_summary(meta, arrays[name])}" for name, meta in metas.items()]
 
 
-def _stage_lines(labels_dir: Path, plan: Plan, stage: str, limit: int, verify: str = "full") -> list[str]:
+def _stage_lines(folder: LabelFolder, plan: Plan, stage: str, limit: int, verify: str = "full") -> list[str]:
     """The report section of one stage: shard states, frame counts, failures, value ranges."""
-    statuses = [
-        (shard, check_shard(shard_path(labels_dir, stage, shard.name), plan.plan_id, shard.frame_ids, verify))
-        for shard in plan.shards
-    ]
+    statuses = [(shard, folder.status(stage, shard, verify)) for shard in plan.shards]
     states = [status.state for _, status in statuses]
     failures = [failure for _, status in statuses if status.complete for failure in status.failures]
     done = sum(len(shard.frame_ids) for shard, status in statuses if status.complete) - len(failures)
@@ -163,23 +149,28 @@ def _stage_lines(labels_dir: Path, plan: Plan, stage: str, limit: int, verify: s
     ]
     odd = [status for _, status in statuses if status.state in ("stale", "invalid")]
     lines += [f"  {status.state} {status.path.name}: {status.reason}" for status in odd[:3]]
-    extra = sorted({p.stem for p in (labels_dir / stage).glob("shard-*.h5")} - {s.name for s in plan.shards})
+    extra = sorted(
+        {p.stem for p in (folder.given / stage).glob("shard-*.h5")} - {s.name for s in plan.shards}
+    )
     if extra:
         lines.append(f"  {len(extra)} shard files not in the plan, e.g. {extra[0]}.h5")
     lines += [f"  failed {frame_id}: {reason}" for frame_id, reason in failures[:MAX_FAILURES]]
     if len(failures) > MAX_FAILURES:
         lines.append(f"  ... and {len(failures) - MAX_FAILURES} more failed frames")
-    return lines + _sample_lines(labels_dir, stage, statuses, limit)
+    return lines + _sample_lines(folder, stage, statuses, limit)
 
 
-def inspect_labels(labels_dir: str | Path, sample_frames: int = SAMPLE_FRAMES, verify: str = "full") -> str:
+def inspect_labels(
+    labels_dir: LabelFolder | str | Path, sample_frames: int = SAMPLE_FRAMES, verify: str = "full"
+) -> str:
     """A readable report of every stage folder: shards and frames against the plan, value ranges.
-    ``verify``: ``full`` reads every chunk (checksums), ``quick`` the attributes only."""
-    labels_dir = Path(labels_dir)
-    plan = load_plan(labels_dir)
-    stages = stage_dirs(labels_dir)
+    ``verify``: ``full`` reads every chunk (checksums), ``quick`` the attributes only. A
+    ``LabelFolder`` given lends its plan and shard statuses (checked only where not yet known)."""
+    folder = LabelFolder.of(labels_dir)
+    plan = folder.plan
+    stages = folder.stages()
     lines = [
-        f"labels {labels_dir}: plan {plan.plan_id[:12]}",
+        f"labels {folder.given}: plan {plan.plan_id[:12]}",
         f"planned: {len(plan.frame_ids)} frames in {len(plan.shards)} shards",
         f"value ranges: on a sample of at most {sample_frames} ok frames per stage, spread over complete shards",
     ]
@@ -188,22 +179,19 @@ def inspect_labels(labels_dir: str | Path, sample_frames: int = SAMPLE_FRAMES, v
     if not stages:
         lines.append("no stage folders yet")
     for stage in stages:
-        lines += _stage_lines(labels_dir, plan, stage, sample_frames, verify)
+        lines += _stage_lines(folder, plan, stage, sample_frames, verify)
     return "\n".join(lines)
 
 
 def _preview_frames(
-    labels_dir: Path, plan: Plan, stages: list[str], limit: int
+    folder: LabelFolder, plan: Plan, stages: list[str], limit: int
 ) -> list[tuple[ShardPlan, int, list[str]]]:
     """The first ``limit`` frames ok in at least one stage: (shard, row, stages where it is ok)."""
     picked: list[tuple[ShardPlan, int, list[str]]] = []
     for shard in plan.shards:
         if len(picked) >= limit:
             break
-        statuses = {
-            s: check_shard(shard_path(labels_dir, s, shard.name), plan.plan_id, shard.frame_ids, "quick")
-            for s in stages
-        }
+        statuses = {s: folder.status(s, shard, "quick") for s in stages}
         ok = {s: set(_ok_rows(shard, st)) if st.complete else set() for s, st in statuses.items()}
         for row in range(len(shard.frame_ids)):
             good = [s for s in stages if row in ok[s]]
@@ -306,19 +294,22 @@ def _frame_figures(plt: Any, frame_id: str, data: dict[str, Rows]) -> Iterator[t
         )
 
 
-def write_previews(labels_dir: str | Path, out_dir: str | Path, max_frames: int = 1) -> list[Path]:
-    """PNG previews of the first ``max_frames`` ok frames: depth maps, LiDAR over RGB, segmentation."""
+def write_previews(
+    labels_dir: LabelFolder | str | Path, out_dir: str | Path, max_frames: int = 1
+) -> list[Path]:
+    """PNG previews of the first ``max_frames`` ok frames: depth maps, LiDAR over RGB, segmentation
+    (``labels_dir`` a path or a ``LabelFolder``, whose statuses are used)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    labels_dir, out_dir = Path(labels_dir), Path(out_dir)
-    plan = load_plan(labels_dir)
+    folder, out_dir = LabelFolder.of(labels_dir), Path(out_dir)
+    plan = folder.plan
     out_dir.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
-    for shard, row, stages in _preview_frames(labels_dir, plan, stage_dirs(labels_dir), max_frames):
-        data = {stage: _read_rows(shard_path(labels_dir, stage, shard.name), [row])[1] for stage in stages}
+    for shard, row, stages in _preview_frames(folder, plan, folder.stages(), max_frames):
+        data = {stage: _read_rows(folder.shard_path(stage, shard), [row])[1] for stage in stages}
         for file_name, fig in _frame_figures(plt, shard.frame_ids[row], data):
             try:
                 save_figure(fig, out_dir / file_name, dpi=120, bbox_inches="tight")

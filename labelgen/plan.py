@@ -15,11 +15,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import groupby
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 
 from labelgen.atomic import write_text_atomic
 from labelgen.kitti import Calibration, Frame, check_calibration, find_frames, read_calibration
+
+if TYPE_CHECKING:
+    from labelgen.folder import LabelFolder
 
 PLAN_VERSION = 1
 PLAN_FILE = "plan.json"
@@ -151,16 +155,23 @@ def _image_size(root: Path, frame_id: str) -> tuple[int, int]:
     return (0, 0) if image is None else (int(image.shape[0]), int(image.shape[1]))
 
 
-def write_plan(plan: Plan, labels_dir: str | Path, overwrite: bool = False) -> Path:
-    """Write ``LABELS/plan.json``; an existing different plan is kept unless ``overwrite``."""
-    path = Path(labels_dir) / PLAN_FILE
+def write_plan(plan: Plan, labels_dir: LabelFolder | str | Path, overwrite: bool = False) -> Path:
+    """Write ``LABELS/plan.json``; an existing different plan is kept unless ``overwrite``.
+    A ``LabelFolder`` given forgets what it cached, so it reads the new plan next."""
+    from labelgen.folder import LabelFolder
+
+    folder = LabelFolder.of(labels_dir)
+    path = folder.given / PLAN_FILE
     text = plan.to_json()
     if path.exists() and not overwrite and path.read_text() != text:
         raise ValueError(
             f"{path}: a different plan exists; pass --overwrite to replace it (its shards go stale)"
         )
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(path, text)
+    try:
+        write_text_atomic(path, text)
+    finally:
+        folder.refresh()
     return path
 
 

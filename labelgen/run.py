@@ -25,9 +25,10 @@ from tqdm import tqdm
 from labelgen.atomic import write_text_atomic
 from labelgen.devices import resolve_device
 from labelgen.errors import describe
+from labelgen.folder import LabelFolder
 from labelgen.lock import folder_lock
-from labelgen.plan import Plan, ShardPlan, load_plan, load_plan_cached
-from labelgen.shards import ShardWriter, check_shard, remove_stale_tmp, shard_path
+from labelgen.plan import Plan, ShardPlan, load_plan_cached
+from labelgen.shards import ShardWriter, remove_stale_tmp, shard_path
 from labelgen.stages import make_stage
 
 REPORT_FILE = "report.json"
@@ -252,7 +253,7 @@ def _validated_stage(name: str, options: dict) -> Any:
 
 
 def run_stages(
-    labels_dir: str | Path,
+    labels_dir: LabelFolder | str | Path,
     stages: Sequence[str],
     *,
     workers: int | None = None,
@@ -271,6 +272,8 @@ def run_stages(
     Complete shards are kept (resume), checked with ``verify`` (``full``: every chunk's checksum;
     ``quick``: attributes only); ``retry_failed`` also redoes the complete shards that hold failed
     frames; ``overwrite`` redoes everything. One run per label folder at a time (a lock file).
+    ``labels_dir`` may be a ``LabelFolder``: its plan and statuses are used, and each stage that
+    wrote is refreshed in it.
     """
     if workers is not None and workers < 1:
         raise ValueError(f"workers must be at least 1, got {workers}")
@@ -278,19 +281,19 @@ def run_stages(
         raise ValueError(f"batch size must be at least 1, got {batch_size}")
     if not stages:
         raise ValueError("no stages given")
-    labels_dir = Path(labels_dir).resolve()
-    load_plan(labels_dir)  # its one-line error before the lock (and the folder) is created; read again
-    # under the lock, since a `labelgen plan --overwrite` may replace it until then
-    with folder_lock(labels_dir, f"labelgen run --stages {','.join(stages)}"):
-        return _run_locked(labels_dir, stages, workers, scheduler, device, batch_size, overwrite,
+    folder = LabelFolder.of(labels_dir, resolve=True)
+    _ = folder.plan  # its one-line error before the lock (and the folder) is created; looked at
+    # again under the lock (re-read if changed), since a `labelgen plan --overwrite` may replace it
+    with folder_lock(folder.given, f"labelgen run --stages {','.join(stages)}"):
+        return _run_locked(folder, stages, workers, scheduler, device, batch_size, overwrite,
                            retry_failed, verify, stage_options, progress, cluster)  # fmt: skip
 
 
 def _run_locked(
-    labels_dir, stages, workers, scheduler, device, batch_size, overwrite, retry_failed, verify,
+    folder, stages, workers, scheduler, device, batch_size, overwrite, retry_failed, verify,
     stage_options, progress, cluster,
 ) -> list[StageReport]:  # fmt: skip
-    plan = load_plan(labels_dir)
+    plan = folder.plan
     if (
         scheduler is None and cluster is None
     ):  # local: this machine's devices; remote workers resolve their own
@@ -300,9 +303,7 @@ def _run_locked(
     todo: list[tuple[str, ShardPlan]] = []
     for name in stages:
         for shard in plan.shards:
-            status = check_shard(
-                shard_path(labels_dir, name, shard.name), plan.plan_id, shard.frame_ids, verify=verify
-            )
+            status = folder.status(name, shard, verify)
             if overwrite or not status.complete or (retry_failed and status.failures):
                 todo.append((name, shard))
     errors: dict[tuple[str, str], str] = {}
@@ -310,28 +311,32 @@ def _run_locked(
     task_seconds = dict.fromkeys(stages, 0.0)
     started, n_workers, ids = time.perf_counter(), 0, set()
     if todo:
-        with dask_client(scheduler, workers, device, cluster) as client:
-            if scheduler and gpu_stages and device.startswith("cuda"):
-                _check_gpu_workers(client, scheduler)
-            errors = _submit_and_wait(
-                client,
-                labels_dir,
-                todo,
-                options,
-                gpu_stages,
-                device,
-                batch_size,
-                processed,
-                task_seconds,
-                progress,
-            )
-            n_workers = len(client.scheduler_info(n_workers=-1)["workers"])
-        ids = getattr(client, "edgedepth_job_ids", set())  # filled in until the jobs end
+        try:
+            with dask_client(scheduler, workers, device, cluster) as client:
+                if scheduler and gpu_stages and device.startswith("cuda"):
+                    _check_gpu_workers(client, scheduler)
+                errors = _submit_and_wait(
+                    client,
+                    folder.path,
+                    todo,
+                    options,
+                    gpu_stages,
+                    device,
+                    batch_size,
+                    processed,
+                    task_seconds,
+                    progress,
+                )
+                n_workers = len(client.scheduler_info(n_workers=-1)["workers"])
+            ids = getattr(client, "edgedepth_job_ids", set())  # filled in until the jobs end
+        finally:
+            for name in dict.fromkeys(name for name, _ in todo):
+                folder.refresh(name)  # its shards were (re)written: checked again from disk
     seconds = time.perf_counter() - started
     where = cluster.kind if cluster else (scheduler or "local")
     reports = []
     for name in stages:
-        report = _stage_report(labels_dir, plan, name, errors)
+        report = _stage_report(folder, plan, name, errors)
         report.frames_processed, report.seconds, report.wall_seconds = (
             processed[name],
             task_seconds[name],
@@ -340,7 +345,7 @@ def _run_locked(
         report.workers, report.device = n_workers, device
         report.cluster, report.job_ids = where, sorted(ids, key=lambda j: (len(j), j))
         report.finished = datetime.now(UTC).isoformat(timespec="seconds")
-        write_text_atomic(labels_dir / name / REPORT_FILE, report.to_json())
+        write_text_atomic(folder.given / name / REPORT_FILE, report.to_json())
         reports.append(report)
     return reports
 
@@ -386,12 +391,12 @@ def _submit_and_wait(
     return errors
 
 
-def _stage_report(labels_dir: Path, plan: Plan, name: str, errors: dict[tuple[str, str], str]) -> StageReport:
+def _stage_report(
+    folder: LabelFolder, plan: Plan, name: str, errors: dict[tuple[str, str], str]
+) -> StageReport:
     report = StageReport(name, plan.plan_id, len(plan.shards), 0, len(plan.frame_ids), 0)
     for shard in plan.shards:  # quick: what this run wrote was just verified by writing it
-        status = check_shard(
-            shard_path(labels_dir, name, shard.name), plan.plan_id, shard.frame_ids, verify="quick"
-        )
+        status = folder.status(name, shard, "quick")
         if status.complete:
             report.shards_complete += 1
             report.frames_done += len(shard.frame_ids) - len(status.failures)

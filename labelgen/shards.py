@@ -17,13 +17,17 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import h5py
 import numpy as np
 
 from labelgen import __version__
 from labelgen.errors import first_line
-from labelgen.plan import Plan, load_plan
+from labelgen.plan import Plan
+
+if TYPE_CHECKING:
+    from labelgen.folder import LabelFolder
 
 SCHEMA_VERSION = 2  # 2: every dataset carries HDF5's Fletcher-32 checksum per chunk
 TMP_MARK = ".tmp-"
@@ -254,6 +258,12 @@ class ShardStatus:
         return self.state == "complete"
 
 
+def check_verify(verify: str) -> None:
+    """One line unless ``verify`` is one of ``VERIFY_MODES``."""
+    if verify not in VERIFY_MODES:
+        raise ValueError(f"verify must be one of {', '.join(VERIFY_MODES)}, got {verify!r}")
+
+
 def check_shard(
     path: str | Path, plan_id: str, frame_ids: Sequence[str], verify: str = "full"
 ) -> ShardStatus:
@@ -263,8 +273,7 @@ def check_shard(
     by the Fletcher-32 checksums) makes the shard ``invalid``; ``"quick"`` checks the attributes and
     the bookkeeping datasets only (cost: docs/shards.md).
     """
-    if verify not in VERIFY_MODES:
-        raise ValueError(f"verify must be one of {', '.join(VERIFY_MODES)}, got {verify!r}")
+    check_verify(verify)
     path = Path(path)
     if not path.exists():
         return ShardStatus(path, "missing")
@@ -310,22 +319,26 @@ class LabelReader:
     """Frames of a label folder with the datasets of several stages joined by shard and row.
 
     ``reader[i]`` returns ``{"frame_id": str, "<stage>/<dataset>": array, "<stage>/ok": bool}``.
-    Files are opened lazily and the reader pickles without open handles, so it can serve a
-    multi-process DataLoader.
+    ``labels_dir`` is a path or a ``LabelFolder`` (its plan and shard statuses are used, not read
+    again). Files are opened lazily and the reader pickles without open handles (and without the
+    folder's caches: it keeps only the path and the plan), so it can serve a multi-process DataLoader.
     """
 
-    def __init__(self, labels_dir: str | Path, stages: Sequence[str], verify: str = "quick") -> None:
-        self.labels_dir = Path(labels_dir)
-        self.plan: Plan = load_plan(self.labels_dir)
+    def __init__(
+        self, labels_dir: LabelFolder | str | Path, stages: Sequence[str], verify: str = "quick"
+    ) -> None:
+        from labelgen.folder import LabelFolder
+
+        folder = LabelFolder.of(labels_dir)
+        self.labels_dir = folder.given
+        self.plan: Plan = folder.plan
         self.stages = list(stages)
         self._index = [
             (s, row) for s, shard in enumerate(self.plan.shards) for row in range(len(shard.frame_ids))
         ]
-        plan_id = self.plan.plan_id
         for stage in self.stages:
             for shard in self.plan.shards:
-                path = shard_path(self.labels_dir, stage, shard.name)
-                status = check_shard(path, plan_id, shard.frame_ids, verify=verify)
+                status = folder.status(stage, shard, verify)
                 if not status.complete:
                     raise ValueError(
                         f"{status.path}: shard is {status.state}"

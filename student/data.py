@@ -28,7 +28,8 @@ from torch.utils.data import Dataset
 
 from calib.fit import split_drives
 from calib.lut import Lut, apply_lut, load_lut
-from labelgen.plan import Plan, load_plan
+from labelgen.folder import LabelFolder
+from labelgen.plan import Plan
 from labelgen.shards import LabelReader, open_shard, shard_path
 from labelgen.teachers import IMAGENET_MEAN, IMAGENET_STD
 from student.model import check_input_size
@@ -101,32 +102,32 @@ class LabelSources:
         return info
 
 
-def _has_stage(labels_dir: Path, plan: Plan, stage: str) -> bool:
-    return shard_path(labels_dir, stage, plan.shards[0].name).parent.is_dir()
-
-
-def find_sources(labels_dir: str | Path, depth_stage: str, seg_stage: str | None = "seg") -> LabelSources:
+def find_sources(
+    labels_dir: LabelFolder | str | Path, depth_stage: str, seg_stage: str | None = "seg"
+) -> LabelSources:
     """Check a label folder has ``images`` and ``depth_stage`` (one-line errors); seg when present.
 
     ``seg_stage=None`` turns segmentation off; a missing ``seg`` folder turns it off too (the
-    caller says so). Completeness of the shards is checked by the reader.
+    caller says so). Completeness of the shards is checked by the reader. ``labels_dir`` may be a
+    ``LabelFolder`` (its plan is used).
     """
-    labels_dir = Path(labels_dir)
-    plan = load_plan(labels_dir)
+    folder = LabelFolder.of(labels_dir)
+    labels_dir = folder.given
+    plan = folder.plan
     if not plan.shards:
         raise ValueError(f"{labels_dir / 'plan.json'}: the plan has no frames")
     for stage, why in (("images", "the student's input images"), (depth_stage, "the depth labels")):
-        if not _has_stage(labels_dir, plan, stage):
+        if not folder.has_stage(stage):
             raise ValueError(
                 f"{labels_dir / stage}: no such label stage ({why}); run "
                 f"`edgedepth labelgen run {labels_dir} --stages {stage.removesuffix(CORRECTED_SUFFIX)}`"
                 + (" and `edgedepth calib apply`" if stage.endswith(CORRECTED_SUFFIX) else "")
             )
-    with open_shard(shard_path(labels_dir, depth_stage, plan.shards[0].name)) as f:
+    with open_shard(folder.shard_path(depth_stage, plan.shards[0])) as f:
         if "depth" not in f:
             raise ValueError(f"{f.filename}: no `depth` dataset; {depth_stage} is not a depth stage")
-    seg = seg_stage if seg_stage and _has_stage(labels_dir, plan, seg_stage) else None
-    return LabelSources(labels_dir, plan, depth_stage, seg, _has_stage(labels_dir, plan, "lidar"))
+    seg = seg_stage if seg_stage and folder.has_stage(seg_stage) else None
+    return LabelSources(labels_dir, plan, depth_stage, seg, folder.has_stage("lidar"))
 
 
 def check_lut(lut: Lut, sources: LabelSources, depth_range: tuple[float, float], name: str = "lut") -> None:
@@ -198,12 +199,13 @@ class LabelDataset(Dataset):
     are resized with area averaging; depth and labels with nearest neighbour, so invalid depth
     never blends into valid pixels and class ids stay class ids. Labels outside ``depth_range``
     become 0. With ``full_res`` the depth (and ``lidar``, when ``lidar``) stay at the shard's
-    resolution, for validation against the full-resolution labels.
+    resolution, for validation against the full-resolution labels. ``labels_dir`` may be a
+    ``LabelFolder`` (its plan and shard statuses are used; the dataset keeps only the path).
     """
 
     def __init__(
         self,
-        labels_dir: str | Path,
+        labels_dir: LabelFolder | str | Path,
         teacher: str = "psmnet",
         seg: str | None = "seg",
         lut: str | Path | Lut | None = None,
@@ -223,7 +225,8 @@ class LabelDataset(Dataset):
             ["images", teacher] + ([seg] if seg else []) + (["lidar"] if lidar and teacher != "lidar" else [])
         )
         self.lidar = lidar
-        self.reader = LabelReader(labels_dir, stages)
+        folder = LabelFolder.of(labels_dir)
+        self.reader = LabelReader(folder, stages)
         wanted = set(frame_ids) if frame_ids is not None else None
         ok = self.reader.all_ok()
         self.rows = [
@@ -231,7 +234,8 @@ class LabelDataset(Dataset):
         ]
         self.reader.close()  # reopened lazily in each DataLoader worker
         if not self.rows:
-            raise ValueError(f"{labels_dir}: no frame has {' and '.join(self.reader.stages)} labels")
+            shown = folder.given if isinstance(labels_dir, LabelFolder) else labels_dir
+            raise ValueError(f"{shown}: no frame has {' and '.join(self.reader.stages)} labels")
 
     def __len__(self) -> int:
         return len(self.rows)

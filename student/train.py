@@ -29,6 +29,7 @@ from tqdm import tqdm
 from calib.lut import load_lut
 from labelgen import __version__
 from labelgen.devices import resolve_device
+from labelgen.folder import LabelFolder
 from labelgen.memory import keep_freed_memory
 from student import run_folder as rf
 from student.checkpoint import read_checkpoint, save_checkpoint
@@ -103,7 +104,8 @@ def train(
     """Train (or resume) a student run into ``config.out_dir``; returns the run's summary."""
     run_dir = Path(config.out_dir)
     main_process = from_environment().is_main  # before the process group exists: torchrun's RANK
-    sources = find_sources(config.labels_dir, config.teacher, config.seg_stage if model_config.seg else None)
+    folder = LabelFolder(config.labels_dir)  # one plan read and one status check per shard for the run
+    sources = find_sources(folder, config.teacher, config.seg_stage if model_config.seg else None)
     if model_config.seg and sources.seg_stage is None:
         if main_process:
             log(
@@ -135,7 +137,7 @@ def train(
             raise ValueError(decision[1])
         start_from = decision[1]
         common = dict(
-            labels_dir=config.labels_dir,
+            labels_dir=folder,
             teacher=config.teacher,
             seg=sources.seg_stage if model_config.seg else None,
             lut=lut,

@@ -92,36 +92,29 @@ def test_cuda_request_without_gpu_is_explained(monkeypatch):
     assert "no CUDA device is available" in result.output
 
 
-def test_demo_runs_the_pipeline_and_prints_every_variant(tmp_path, monkeypatch):
-    monkeypatch.delenv("EDGEDEPTH_KITTI_SAMPLE", raising=False)  # the synthetic fallback
-    out = tmp_path / "demo"
-    result = CliRunner().invoke(cli.main, ["demo", "--out", str(out), "--workers", "1"])
-    assert result.exit_code == 0, result.output
-    assert "data: a synthetic KITTI-layout tree" in result.output
-    assert (out / "report.txt").read_text().strip() == result.output.split("\nreport:")[0].strip()
-    table = {
-        line.split()[0]: line.split()[1:5]
-        for line in result.output.splitlines()
-        if line[:6] in ("images", "lidar ", "sgbm  ")
-    }
-    assert table == {stage: ["1/1", "4", "0", "0"] for stage in ("images", "lidar", "sgbm")}
-    assert len(list((out / "previews").glob("*.png"))) == 3
-    rows = [line.split() for line in result.output.splitlines() if line[:3].strip() in {"L", "M", "S", "XS"}]
-    assert [(r[0], r[1], r[2]) for r in rows] == [
-        (v, size, out)
-        for v, outs in {
-            "L": ("240x160", "528x160"),
-            "M": ("120x80", "264x80"),
-            "S": ("60x40", "132x40"),
-            "XS": ("30x20", "66x20"),
-        }.items()
-        for size, out in zip(("480x320", "1056x320"), outs, strict=True)
-    ]
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--split-file", "frames.txt"], "--split-file needs --kitti-root"),
+        (["--kitti-root", "{tmp}/nowhere"], "{tmp}/nowhere: KITTI root folder not found"),
+        (["--psmnet-checkpoint", "{tmp}/psmnet.tar"], "{tmp}/psmnet.tar: checkpoint file not found"),
+    ],
+)
+def test_demo_refuses_bad_options_in_one_line(tmp_path, args, message):
+    """The demo itself runs end to end in tests/demo/test_demo.py (slow)."""
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    result = CliRunner().invoke(cli.main, ["demo", "--out", str(tmp_path / "out"), "--no-progress", *args])
+    assert result.exit_code == 2, result.output
+    assert message.replace("{tmp}", str(tmp_path)) in result.output
+    assert [line for line in result.output.splitlines() if line.startswith("Error")] == [
+        line for line in result.output.splitlines() if message.split(":")[-1].strip() in line
+    ]  # one error line (after click's usage lines for a usage error), no traceback
+    assert "Traceback" not in result.output
 
 
 def plan_and_label(tmp_path: Path, drives: dict[str, int], shard_size: int = 64) -> tuple[Path, str]:
     """`labelgen plan` + `labelgen run --stages lidar,sgbm` on a synthetic tree; the run's output."""
-    from labelgen.synthetic import make_kitti_tree
+    from tests.kitti_tree import make_kitti_tree
 
     tree, labels = make_kitti_tree(tmp_path / "kitti", drives), tmp_path / "labels"
     plan = [

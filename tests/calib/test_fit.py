@@ -16,7 +16,7 @@ from calib.plot import plot_lut
 from labelgen.plan import load_plan, plan_shards, write_plan
 from labelgen.run import run_stages
 from labelgen.shards import LabelReader, check_shard, shard_path
-from labelgen.synthetic import make_kitti_tree
+from tests.kitti_tree import make_kitti_tree
 
 FAST = {"sgbm": {"num_disparities": 32}}
 DRIVES = {"2011_09_26_drive_0001_sync": 3, "2011_09_26_drive_0002_sync": 2, "2011_09_28_drive_0001_sync": 2}

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from labelgen.synthetic import make_kitti_tree
 from labelgen.teachers.weights import fetch_psmnet_kitti2015
+from tests.kitti_tree import make_kitti_tree
 
 
 @pytest.fixture

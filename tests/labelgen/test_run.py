@@ -42,7 +42,7 @@ def assert_same_shards(dir_a, dir_b, stages) -> None:
 @pytest.fixture(scope="module")
 def planned(tmp_path_factory):
     """A synthetic tree planned into shards of 4 and labelled once by every stage (2 workers)."""
-    from labelgen.synthetic import make_kitti_tree
+    from tests.kitti_tree import make_kitti_tree
 
     root = tmp_path_factory.mktemp("run")
     tree = make_kitti_tree(

@@ -15,12 +15,12 @@ from labelgen.kitti import find_frames, read_calibration, read_image
 from labelgen.plan import plan_shards, write_plan
 from labelgen.run import run_stages
 from labelgen.shards import LabelReader, shard_path
-from labelgen.synthetic import make_kitti_tree
 from labelgen.teachers.deeplab_vainf import build_vainf_deeplab
 from labelgen.teachers.psmnet import load_psmnet, predict_disparity
 from labelgen.teachers.psmnet_model import PSMNet
 from labelgen.teachers.segmentation import SegConfig, load_segmenter, predict_segmentation
 from labelgen.teachers.stereo import disparity_to_depth
+from tests.kitti_tree import make_kitti_tree
 
 
 @pytest.fixture(scope="module")

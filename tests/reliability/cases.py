@@ -22,7 +22,7 @@ from labelgen.lock import LOCK_FILE
 from labelgen.plan import PLAN_FILE, load_plan, plan_shards, write_plan
 from labelgen.run import run_stages
 from labelgen.shards import LabelReader, shard_path
-from labelgen.synthetic import make_kitti_tree
+from tests.kitti_tree import make_kitti_tree
 
 DATE, DRIVE = "2011_09_26", "2011_09_26_drive_0001_sync"
 SIZE = (64, 160)

@@ -23,7 +23,7 @@ from labelgen.lock import LOCK_FILE
 from labelgen.plan import load_plan, plan_shards, write_plan
 from labelgen.run import run_stages
 from labelgen.shards import TMP_MARK, check_shard, shard_path
-from labelgen.synthetic import make_kitti_tree
+from tests.kitti_tree import make_kitti_tree
 from tests.labelgen.test_run import assert_same_shards
 from tests.reliability.cases import flip_byte
 

@@ -15,7 +15,7 @@ import numpy as np
 
 from labelgen.plan import plan_shards, write_plan
 from labelgen.shards import DatasetSpec, ShardWriter, shard_path
-from labelgen.synthetic import make_kitti_tree
+from tests.kitti_tree import make_kitti_tree
 
 SIZE = (64, 128)  # (height, width) of the synthetic frames
 

@@ -17,7 +17,6 @@ from labelgen.kitti import find_frames
 from labelgen.plan import load_plan, plan_shards, write_plan
 from labelgen.run import run_stages
 from labelgen.shards import LabelReader
-from labelgen.synthetic import make_kitti_tree
 from labelgen.teachers.deeplab_vainf import build_vainf_deeplab
 from student.data import (
     MEAN,
@@ -30,6 +29,7 @@ from student.data import (
 )
 from student.losses import MultiScaleLoss
 from student.model import build_student
+from tests.kitti_tree import make_kitti_tree
 
 SIZE = (64, 128)
 

@@ -1,6 +1,6 @@
 """A synthetic KITTI raw tree: real file formats, made-up content with known answers.
 
-Used by the tests and by ``edgedepth demo`` when no real KITTI data is at hand: each frame is a
+A test fixture (also used by two benchmarks for KITTI-size frames): each frame is a
 textured stereo pair whose true disparity is ``SHIFT`` pixels everywhere, plus a random LiDAR scan,
 with calibration files in KITTI's text format for a rig like KITTI's (focal 721.5 px, 0.54 m).
 """

@@ -1,0 +1,122 @@
+"""The demo's report: OUT/report.html and OUT/report.md, the same content, figures beside them.
+
+The HTML page is static (no script, no external resource): it opens from the file system in any
+browser, and its images are the PNGs the steps wrote, referenced by relative path.
+"""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+
+from demo.pipeline import DemoResult, Step
+from labelgen.atomic import write_text_atomic
+
+STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; color: #222; }
+pre { background: #f5f5f5; padding: .6em; overflow-x: auto; font-size: 12px; }
+code.command { display: block; background: #eef3fb; padding: .5em; white-space: pre-wrap; font-size: 12px; }
+table { border-collapse: collapse; } td, th { padding: .2em .8em; border-bottom: 1px solid #ddd; }
+td.num { text-align: right; } figure { margin: 1em 0; } img { max-width: 100%; border: 1px solid #ccc; }
+figcaption { font-size: 13px; color: #555; } .skipped { color: #a60; }
+"""
+
+
+def _timing_rows(result: DemoResult) -> list[tuple[str, str, str]]:
+    rows = [(s.title, s.status, f"{s.seconds:.1f}") for s in result.steps]
+    return rows + [("total", "", f"{result.seconds:.1f}")]
+
+
+def _overview(result: DemoResult) -> Step | None:
+    return next((s for s in result.steps if s.key == "overview" and s.figures), None)
+
+
+def to_html(result: DemoResult) -> str:
+    """The report as one static HTML page."""
+    e = html.escape
+    out = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8"><title>edgedepth demo report</title>',
+        f"<style>{STYLE}</style></head><body>",
+        "<h1>edgedepth demo: labels to edge model</h1>",
+        f"<p><b>Data:</b> {e(result.data)}.</p>",
+        f"<p><b>Settings:</b> bias bins of {result.settings.bin_width:g} m over "
+        f"{result.settings.min_depth:g}-{result.settings.max_depth:g} m; student trained at "
+        f"{result.settings.train_size[1]}x{result.settings.train_size[0]}.</p>",
+    ]
+    overview = _overview(result)
+    if overview is not None:
+        figure = overview.figures[0]
+        out.append(f'<figure><img src="{e(figure.path)}" alt="{e(figure.caption)}">'
+                   f"<figcaption>{e(figure.caption)}</figcaption></figure>")  # fmt: skip
+    out.append("<h2>Time per stage</h2><table><tr><th>stage</th><th>status</th><th>seconds</th></tr>")
+    out += [
+        f'<tr><td>{e(a)}</td><td>{e(b)}</td><td class="num">{c}</td></tr>' for a, b, c in _timing_rows(result)
+    ]
+    out.append("</table>")
+    for step in result.steps:
+        if step.key == "overview":
+            continue
+        out.append(f'<h2 id="{e(step.key)}">{e(step.title)}</h2>')
+        if step.status == "skipped":
+            out.append(f'<p class="skipped">Skipped: {e(step.text)}</p>')
+            continue
+        out.append(f'<p>Command ({step.seconds:.1f} s):</p><code class="command">{e(step.command)}</code>')
+        if step.text:
+            out.append(f"<pre>{e(step.text)}</pre>")
+        for figure in step.figures:
+            out.append(
+                f'<figure><img src="{e(figure.path)}" alt="{e(figure.caption)}"><figcaption>{e(figure.caption)} '
+                f"&mdash; made by <code>{e(figure.command)}</code></figcaption></figure>"
+            )
+    out.append(f"<p><small>Label folder: plan.json parsed {result.counts.get('plan_reads', 0)} time(s), "
+               f"shard status checked {result.counts.get('status_checks', 0)} time(s) in this process.</small></p>")  # fmt: skip
+    out.append("</body></html>")
+    return "\n".join(out) + "\n"
+
+
+def to_markdown(result: DemoResult) -> str:
+    """The same report as Markdown (figures as relative image links)."""
+    s = result.settings
+    out = [
+        "# edgedepth demo: labels to edge model",
+        "",
+        f"**Data:** {result.data}.",
+        "",
+        f"**Settings:** bias bins of {s.bin_width:g} m over {s.min_depth:g}-{s.max_depth:g} m; student "
+        f"trained at {s.train_size[1]}x{s.train_size[0]}.",
+        "",
+    ]
+    overview = _overview(result)
+    if overview is not None:
+        out += [f"![{overview.figures[0].caption}]({overview.figures[0].path})", ""]
+    out += ["## Time per stage", "", "| stage | status | seconds |", "|---|---|---:|"]
+    out += [f"| {a} | {b} | {c} |" for a, b, c in _timing_rows(result)]
+    for step in result.steps:
+        if step.key == "overview":
+            continue
+        out += ["", f"## {step.title}", ""]
+        if step.status == "skipped":
+            out.append(f"Skipped: {step.text}")
+            continue
+        out += [f"Command ({step.seconds:.1f} s):", "", "```", step.command, "```"]
+        if step.text:
+            out += ["", "```", step.text, "```"]
+        for figure in step.figures:
+            out += [
+                "",
+                f"![{figure.caption}]({figure.path})",
+                "",
+                f"*{figure.caption}*, made by `{figure.command}`",
+            ]
+    return "\n".join(out) + "\n"
+
+
+def write_reports(result: DemoResult) -> tuple[Path, Path]:
+    """Write OUT/report.html and OUT/report.md atomically; returns both paths."""
+    html_path = write_text_atomic(result.out_dir / "report.html", to_html(result))
+    md_path = write_text_atomic(result.out_dir / "report.md", to_markdown(result))
+    return html_path, md_path
+
+
+__all__ = ["to_html", "to_markdown", "write_reports"]

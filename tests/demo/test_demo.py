@@ -1,0 +1,108 @@
+"""`edgedepth demo` end to end, as a new user runs it: the console script on the embedded data, the
+figures of a working pipeline in its report, and the report rendered by a real headless Chromium."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import pytest
+
+from tests.demo.browser import ChromiumUnavailable, HeadlessChromium, ensure_chromium
+
+EDGEDEPTH = Path(sys.executable).with_name("edgedepth")
+ARTIFACTS = os.environ.get("EDGEDEPTH_TEST_ARTIFACTS")  # where to keep the report's screenshot, if set
+
+
+@pytest.fixture(scope="module")
+def demo_out(tmp_path_factory) -> tuple[Path, str]:
+    out = tmp_path_factory.mktemp("demo") / "demo_out"
+    done = subprocess.run(
+        [str(EDGEDEPTH), "demo", "--out", str(out), "--no-progress"],
+        capture_output=True,
+        text=True,
+        timeout=1500,
+        cwd=out.parent,  # no weights/ folder here: PSMNet is skipped
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return out, done.stdout
+
+
+@pytest.mark.slow
+def test_demo_reports_a_working_pipeline(demo_out):
+    out, stdout = demo_out
+    result = json.loads((out / "demo.json").read_text())
+    steps = {s["key"]: s for s in result["steps"]}
+    assert [s["key"] for s in result["steps"] if s["status"] == "skipped"] == ["psmnet", "seg"]
+    assert "labelgen weights psmnet-kitti2015" in steps["psmnet"]["text"]
+    teachers = steps["teachers"]["figures_measured"]
+    assert teachers["sgbm_abs_rel"] < 0.05  # SGBM on Motorcycle: a working stereo teacher
+    assert teachers["sgbm_coverage"] > 0.7
+    assert steps["calib"]["figures_measured"]["populated_bins"] >= 8  # 2-5 m in 0.25 m bins
+    student = steps["eval"]["figures_measured"]
+    assert student["a1"] > 0.5, student  # a short run, but a student that learnt the scene
+    manifest = json.loads((out / "export" / "manifest.json").read_text())
+    assert {Path(f["path"]).name for f in manifest["files"]} >= {
+        "student_L_trt10_fp32.onnx", "student_L_trt10_int8.onnx", "student_XS_trt10_fp32.onnx",
+    }  # fmt: skip
+    bench = json.loads((out / "bench.json").read_text())
+    assert any(r["backend"] == "onnxruntime" and r["status"] == "ok" for r in bench["rows"])
+    for key, step in steps.items():  # every step that ran says how to run it by hand
+        if step["status"] == "done" and key not in ("data", "teachers", "overview"):
+            assert step["command"].startswith("edgedepth "), key
+    assert re.search(r"^total\s+\d+\.\d$", stdout, flags=re.M), stdout[-2000:]
+    assert result["counts"]["plan_reads"] <= 2, result["counts"]
+
+
+@pytest.mark.slow
+def test_report_lists_every_figure_and_both_formats_agree(demo_out):
+    out, _ = demo_out
+    html, markdown = (out / "report.html").read_text(), (out / "report.md").read_text()
+    html_images = re.findall(r'<img src="([^"]+)"', html)
+    md_images = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", markdown)
+    assert html_images == md_images and len(html_images) >= 8
+    for name in html_images:
+        image = cv2.imread(str(out / name))
+        assert image is not None and image.shape[0] > 50, name
+    for wanted in ("overview.png", "teachers.png", "lut_sgbm.png", "run/curves.png", "bench.png"):
+        assert wanted in html_images
+    assert "indoor" in html and "not a KITTI" in html
+
+
+@pytest.mark.slow
+def test_report_renders_in_headless_chromium(demo_out, tmp_path):
+    out, _ = demo_out
+    try:
+        binary = ensure_chromium()
+    except ChromiumUnavailable as err:
+        if os.geteuid() != 0:
+            pytest.skip(str(err))
+        raise
+    with HeadlessChromium(binary) as browser:
+        page = browser.open(out / "report.html")
+    assert page.title == "edgedepth demo report"
+    assert len(page.images) >= 8
+    assert not page.broken_images, page.broken_images
+    assert page.console_errors == ()
+    shot = page.save_screenshot((Path(ARTIFACTS) if ARTIFACTS else tmp_path) / "demo_report.png")
+    image = cv2.imread(str(shot))
+    assert image is not None and image.shape[1] == 1280 and image.shape[0] > 2000
+
+
+@pytest.mark.slow
+def test_a_broken_report_is_caught_by_the_browser_check(demo_out, tmp_path):
+    """The render check can fail: a report whose figure is missing shows a broken image and an error."""
+    out, _ = demo_out
+    broken = tmp_path / "broken"
+    shutil.copytree(out, broken, ignore=shutil.ignore_patterns("labels", "data", "export", "*.onnx"))
+    (broken / "teachers.png").unlink()
+    with HeadlessChromium(ensure_chromium()) as browser:
+        page = browser.open(broken / "report.html")
+    assert [Path(i.src).name for i in page.broken_images] == ["teachers.png"]
+    assert any("ERR_FILE_NOT_FOUND" in e for e in page.console_errors)
