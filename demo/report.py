@@ -17,7 +17,9 @@ body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; 
 pre { background: #f5f5f5; padding: .6em; overflow-x: auto; font-size: 12px; }
 code.command { display: block; background: #eef3fb; padding: .5em; white-space: pre-wrap; font-size: 12px; }
 table { border-collapse: collapse; } td, th { padding: .2em .8em; border-bottom: 1px solid #ddd; }
-td.num { text-align: right; } figure { margin: 1em 0; } img { max-width: 100%; border: 1px solid #ccc; }
+td.num { text-align: right; } figure { margin: 0; } img { max-width: 100%; border: 1px solid #ccc; }
+.figures { display: grid; grid-template-columns: repeat(auto-fill, minmax(520px, 1fr)); gap: 1em; }
+figure.wide { margin: 1em 0; }
 figcaption { font-size: 13px; color: #555; } .skipped { color: #a60; }
 """
 
@@ -47,7 +49,7 @@ def to_html(result: DemoResult) -> str:
     overview = _overview(result)
     if overview is not None:
         figure = overview.figures[0]
-        out.append(f'<figure><img src="{e(figure.path)}" alt="{e(figure.caption)}">'
+        out.append(f'<figure class="wide"><img src="{e(figure.path)}" alt="{e(figure.caption)}">'
                    f"<figcaption>{e(figure.caption)}</figcaption></figure>")  # fmt: skip
     out.append("<h2>Time per stage</h2><table><tr><th>stage</th><th>status</th><th>seconds</th></tr>")
     out += [
@@ -64,11 +66,15 @@ def to_html(result: DemoResult) -> str:
         out.append(f'<p>Command ({step.seconds:.1f} s):</p><code class="command">{e(step.command)}</code>')
         if step.text:
             out.append(f"<pre>{e(step.text)}</pre>")
+        if step.figures:
+            out.append('<div class="figures">')
         for figure in step.figures:
             out.append(
                 f'<figure><img src="{e(figure.path)}" alt="{e(figure.caption)}"><figcaption>{e(figure.caption)} '
                 f"&mdash; made by <code>{e(figure.command)}</code></figcaption></figure>"
             )
+        if step.figures:
+            out.append("</div>")
     out.append(f"<p><small>Label folder: plan.json parsed {result.counts.get('plan_reads', 0)} time(s), "
                f"shard status checked {result.counts.get('status_checks', 0)} time(s) in this process.</small></p>")  # fmt: skip
     out.append("</body></html>")

@@ -102,18 +102,19 @@ def format_scores(scores: list[TeacherScore]) -> str:
 def side_by_side(
     out_png: str | Path, panels: list[tuple[str, np.ndarray]], depth_range: tuple[float, float] | None = None
 ) -> Path:
-    """One row of panels (title, RGB image or (H, W) depth in metres with 0 = none) on one colour scale."""
+    """One row of panels (title, RGB image or (H, W) depth in metres with 0 = none) on one colour scale:
+    ``depth_range``, else the 1st-99th percentile of the first depth panel (values beyond saturate)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     depths = [p for _, p in panels if p.ndim == 2]
-    if depth_range is None:
-        values = np.concatenate([d[d > 0] for d in depths]) if depths else np.ones(1)
+    if depth_range is None:  # from the first depth panel (the reference): outliers elsewhere saturate
+        values = depths[0][depths[0] > 0] if depths else np.ones(1)
         depth_range = (float(np.percentile(values, 1)), float(np.percentile(values, 99)))
     height, width = panels[0][1].shape[:2]
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels) * width / height * 0.75, 3.0))
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels) * width / height, 3.9))
     axes = np.atleast_1d(axes)
     cmap = plt.get_cmap(DEPTH_CMAP).with_extremes(bad="black")
     shown = None
@@ -126,7 +127,7 @@ def side_by_side(
         ax.set_title(title, fontsize=9)
         ax.axis("off")
     if shown is not None:
-        fig.colorbar(shown, ax=list(axes), label="depth (m)", fraction=0.015, pad=0.01)
+        fig.colorbar(shown, ax=list(axes), label="depth (m)", fraction=0.015, pad=0.01, extend="both")
     try:
         return save_figure(fig, out_png, dpi=110, bbox_inches="tight")
     finally:
