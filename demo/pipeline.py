@@ -229,7 +229,7 @@ class _Steps:
     def plan(self) -> None:
         from labelgen.plan import missing_inputs, plan_shards, write_plan
 
-        args = ["labelgen", "plan", "--kitti-root", self.root, "--out", self.labels.path]
+        args = ["labelgen", "plan", "--kitti-root", self.root, "--out", self.labels.given]
         args += ["--split-file", self.split_file] if self.split_file else []
         with self._timed("plan", "plan", _cmd(*args)) as step:
             plan = plan_shards(self.root, split_file=self.split_file, shard_size=8)
@@ -256,14 +256,14 @@ class _Steps:
             options["seg"] = {"checkpoint": str(seg_checkpoint), **seg_options}
         extra = [f"--psmnet-checkpoint {psmnet}"] * (psmnet is not None)
         extra += [f"--seg-checkpoint {seg_checkpoint}"] * (seg_checkpoint is not None)
-        command = _cmd("labelgen", "run", self.labels.path, "--stages", ",".join(self.stages),
+        command = _cmd("labelgen", "run", self.labels.given, "--stages", ",".join(self.stages),
                        "--workers", self.workers, "--device", self.device) + "".join(f" {e}" for e in extra)  # fmt: skip
         with self._timed("labels", "teacher labels", command) as step:
             reports = run_stages(self.labels, self.stages, workers=self.workers, device=self.device,
                                  stage_options=options, progress=self.progress)  # fmt: skip
             previews = write_previews(self.labels, self.out / "previews")
             step.text = format_reports(reports) + "\n\n" + inspect_labels(self.labels, verify="quick")
-            command = _cmd("labelgen", "inspect", self.labels.path, "--png", self.out / "previews")
+            command = _cmd("labelgen", "inspect", self.labels.given, "--png", self.out / "previews")
             frame_stem = self.labels.plan.frame_ids[0].replace("/", "_")
             for path in previews:
                 step.figures.append(Figure(self.rel(path), _preview_caption(path.stem, frame_stem), command))
@@ -321,7 +321,7 @@ class _Steps:
         from calib.plot import plot_lut
 
         s, lut_path, png = self.s, self.out / f"lut_{self.teacher}.json", self.out / f"lut_{self.teacher}.png"
-        command = _cmd("calib", "fit", self.labels.path, "--teacher", self.teacher, "--out", lut_path,
+        command = _cmd("calib", "fit", self.labels.given, "--teacher", self.teacher, "--out", lut_path,
                        "--bin-width", s.bin_width, "--min-depth", s.min_depth, "--max-depth", s.max_depth,
                        "--min-count", s.min_count, "--holdout", 0, "--png", png)  # fmt: skip
         with self._timed("calib", "bias table (teacher vs LiDAR)", command) as step:
@@ -350,7 +350,7 @@ class _Steps:
                              device=self.device, workers=0, seg_stage="seg" if seg else None)  # fmt: skip
         model = ModelConfig(variant="L", seg=seg, input_size=s.train_size)
         size = f"{s.train_size[1]}x{s.train_size[0]}"
-        command = _cmd("student", "train", self.labels.path, "--out", run, "--teacher", self.teacher,
+        command = _cmd("student", "train", self.labels.given, "--out", run, "--teacher", self.teacher,
                        "--lut", self.lut, "--epochs", s.epochs, "--iters-per-epoch", s.iters_per_epoch,
                        "--batch-size", s.batch_size, "--size", size, "--min-depth", s.min_depth,
                        "--max-depth", s.max_depth, "--workers", 0, "--device", self.device)  # fmt: skip
@@ -451,7 +451,7 @@ class _Steps:
         s, out = self.s, self.out / "export"
         size = f"{s.export_size[1]}x{s.export_size[0]}"
         command = _cmd("student", "export", self.checkpoint, "--out", out, "--variants", "L,XS", "--size", size,
-                       "--precision", "fp32,int8", "--calib-labels", self.labels.path)  # fmt: skip
+                       "--precision", "fp32,int8", "--calib-labels", self.labels.given)  # fmt: skip
         with self._timed("export", "ONNX export (FP32, INT8) with parity checks", command) as step:
             manifest = export_onnx(self.checkpoint, out, variants=("L", "XS"), size=s.export_size,
                                    precisions=("fp32", "int8"), calib_labels=self.labels.path,
