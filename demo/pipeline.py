@@ -283,10 +283,8 @@ class _Steps:
             )  # fmt: skip
 
     def _skipped(self, key: str, title: str, why: str) -> None:
-        self.number += 1
-        self.log(f"[{self.number}/{self.TOTAL + 1}] {title}: skipped ({why})")
+        self.log(f"  {title}: skipped ({why})")  # not among the numbered steps
         self.result.steps.append(Step(key, title, "", status="skipped", text=why))
-        self.number -= 1  # skipped stages do not count among the numbered ones
 
     # 4. teachers against the ground truth
     def teachers(self) -> None:

@@ -106,3 +106,36 @@ def test_a_broken_report_is_caught_by_the_browser_check(demo_out, tmp_path):
         page = browser.open(broken / "report.html")
     assert [Path(i.src).name for i in page.broken_images] == ["teachers.png"]
     assert any("ERR_FILE_NOT_FOUND" in e for e in page.console_errors)
+
+
+@pytest.mark.slow
+def test_demo_with_both_optional_teachers(tmp_path):
+    """With PSMNet (the real KITTI 2015 checkpoint) and a segmentation checkpoint (a random VainF
+    DeepLab), nothing is skipped: PSMNet labels depth for the bias table and the student, the student
+    learns classes too, and the report shows its class map. Short settings: this checks the paths."""
+    from dataclasses import replace
+
+    import torch
+
+    from demo import MOTORCYCLE, run_demo
+    from labelgen.teachers.deeplab_vainf import build_vainf_deeplab
+    from student.checkpoint import load_student
+    from tests.labelgen.conftest import kitti2015_checkpoint
+
+    torch.manual_seed(0)
+    seg = tmp_path / "best_deeplabv3plus_mobilenet_cityscapes_os16.pth"
+    torch.save({"model_state": build_vainf_deeplab("deeplabv3plus_mobilenet").state_dict()}, seg)
+    quick = replace(MOTORCYCLE, epochs=1, iters_per_epoch=3, batch_size=2, train_size=(128, 192),
+                    export_size=(128, 192), bench_repeats=3)  # fmt: skip
+    result = run_demo(tmp_path / "out", psmnet_checkpoint=kitti2015_checkpoint(), seg_checkpoint=seg,
+                      workers=1, progress=False, log=lambda line: None, settings=quick)  # fmt: skip
+    steps = {s.key: s for s in result.steps}
+    assert not [s.key for s in result.steps if s.status != "done"]
+    assert "--stages images,lidar,sgbm,psmnet,seg" in steps["labels"].command
+    assert {"sgbm_abs_rel", "psmnet_abs_rel"} <= set(steps["teachers"].figures_measured)
+    assert "--teacher psmnet" in steps["calib"].command and (tmp_path / "out" / "lut_psmnet.json").is_file()
+    assert "--no-seg" not in steps["train"].command
+    _, config = load_student(tmp_path / "out" / "run" / "best.pt")
+    assert config.seg
+    assert "student class map" in [f.caption for f in steps["predict"].figures]
+    assert (tmp_path / "out" / "predict" / "0000000000_classes.png").is_file()
