@@ -66,14 +66,15 @@ def to_html(result: DemoResult) -> str:
         out.append(f'<p>Command ({step.seconds:.1f} s):</p><code class="command">{e(step.command)}</code>')
         if step.text:
             out.append(f"<pre>{e(step.text)}</pre>")
-        if step.figures:
+        grid = len(step.figures) > 1  # several: side by side; one: the full width
+        if grid:
             out.append('<div class="figures">')
         for figure in step.figures:
             out.append(
                 f'<figure><img src="{e(figure.path)}" alt="{e(figure.caption)}"><figcaption>{e(figure.caption)} '
                 f"&mdash; made by <code>{e(figure.command)}</code></figcaption></figure>"
             )
-        if step.figures:
+        if grid:
             out.append("</div>")
     out.append(f"<p><small>Label folder: plan.json parsed {result.counts.get('plan_reads', 0)} time(s), "
                f"shard status checked {result.counts.get('status_checks', 0)} time(s) in this process.</small></p>")  # fmt: skip
