@@ -139,3 +139,33 @@ def test_demo_with_both_optional_teachers(tmp_path):
     assert config.seg
     assert "student class map" in [f.caption for f in steps["predict"].figures]
     assert (tmp_path / "out" / "predict" / "0000000000_classes.png").is_file()
+
+
+@pytest.mark.slow
+def test_demo_on_kitti_frames(tmp_path, monkeypatch):
+    """`--kitti-root`: the same chain on a real KITTI raw frame, with KITTI's settings (1 m bins over
+    1-80 m, Garg crop) and KITTI's annotated depth as the ground truth. Short settings."""
+    from dataclasses import replace
+
+    from demo import KITTI, run_demo
+
+    sample = os.environ.get("EDGEDEPTH_KITTI_SAMPLE")
+    if not sample or not Path(sample).is_dir():
+        if os.environ.get("CI"):
+            pytest.fail("EDGEDEPTH_KITTI_SAMPLE must name the KITTI sample frame in CI")
+        pytest.skip("set EDGEDEPTH_KITTI_SAMPLE to a KITTI raw tree")
+    monkeypatch.chdir(tmp_path)  # no weights/ folder here: PSMNet is skipped
+    quick = replace(KITTI, epochs=1, iters_per_epoch=3, batch_size=2, train_size=(128, 416),
+                    export_size=(128, 416), bench_repeats=3)  # fmt: skip
+    result = run_demo(tmp_path / "out", kitti_root=sample, workers=1, progress=False,
+                      log=lambda line: None, settings=quick)  # fmt: skip
+    steps = {s.key: s for s in result.steps}
+    assert result.data == f"KITTI raw data at {sample}"
+    assert "data" not in [p.name for p in (tmp_path / "out").iterdir()]  # the user's tree is used as is
+    assert steps["teachers"].text.startswith("ground truth: annotated depth map")
+    assert steps["teachers"].figures_measured["sgbm_abs_rel"] < 0.06  # 0.030 on this frame
+    assert "--bin-width 1.0 --min-depth 1.0 --max-depth 80.0" in steps["calib"].command
+    assert steps["calib"].figures_measured["populated_bins"] >= 5
+    assert "--gt annotated --crop garg" in steps["eval"].command
+    assert (tmp_path / "out" / "split.txt").read_text() == "2011_09_26/2011_09_26_drive_0001_sync 5 l\n"
+    assert (tmp_path / "out" / "report.html").is_file()
