@@ -90,9 +90,6 @@ class DemoResult:
     steps: list[Step] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)
 
-    def step(self, key: str) -> Step:
-        return next(s for s in self.steps if s.key == key)
-
     @property
     def seconds(self) -> float:
         return sum(s.seconds for s in self.steps)
@@ -304,11 +301,10 @@ class _Steps:
             frame = Frame.from_id(frame_id)
             gt = frame_groundtruth(self.root, frame, self.labels.plan.calibrations[frame.date])
             depth = _first_depths(self.labels, self.depth_stages)
-            panels = [("input (left image)", read_image(frame.image_path(self.root)))]
-            if gt is not None:
-                panels.append((f"ground truth ({gt[1]})", gt[0]))
+            image = read_image(frame.image_path(self.root))
+            self.first_frame = (image, gt, depth)  # the eval breakdown and the overview use them again
+            panels = [("input (left image)", image)] + _gt_panel(gt)
             panels += [(f"{stage} teacher", depth[stage]) for stage in self.depth_stages]
-            self.panels = panels
             path = side_by_side(self.out / "teachers.png", panels)
             step.figures.append(Figure(self.rel(path), f"{frame_id}: input, ground truth and teacher depth "
                                        "on one colour scale (black: no value)", step.command))  # fmt: skip
@@ -385,13 +381,10 @@ class _Steps:
 
     def _breakdown(self, measured: dict[str, float]) -> str:
         """The first frame's Abs Rel where the teacher gave a label and where it gave none."""
-        from demo.teachers import frame_groundtruth
-        from labelgen.kitti import Frame
         from student.groundtruth import read_annotated
 
-        frame = Frame.from_id(self.labels.plan.frame_ids[0])
-        found = frame_groundtruth(self.root, frame, self.labels.plan.calibrations[frame.date])
-        label = _first_depths(self.labels, [self.teacher])[self.teacher]
+        _, found, depths = self.first_frame
+        label = depths[self.teacher]
         prediction = read_annotated(self.prediction.depth16_png)
         if found is None or prediction.shape != found[0].shape or label.shape != found[0].shape:
             return "(no per-pixel breakdown: the first frame has no ground truth at the label size)"
@@ -480,12 +473,17 @@ class _Steps:
         from student.groundtruth import read_annotated
 
         with self._timed("overview", "overview figure", "(demo only: demo/teachers.py)") as step:
-            student = read_annotated(self.prediction.depth16_png)
-            panels = self.panels[:2] + [self.panels[2] if len(self.panels) > 2 else self.panels[-1]]
-            panels = panels + [("student (L, short training)", student)]
+            image, gt, depths = self.first_frame
+            panels = [("input (left image)", image)] + _gt_panel(gt)
+            panels += [(f"{self.teacher} teacher (the student's labels)", depths[self.teacher]),
+                       ("student (L, short training)", read_annotated(self.prediction.depth16_png))]  # fmt: skip
             path = side_by_side(self.out / "overview.png", panels)
             step.figures.append(Figure(self.rel(path), "input, ground truth, teacher label, student prediction",
                                        step.command))  # fmt: skip
+
+
+def _gt_panel(found: tuple[np.ndarray, str] | None) -> list[tuple[str, np.ndarray]]:
+    return [] if found is None else [(f"ground truth ({found[1]})", found[0])]
 
 
 def _first_depths(labels: LabelFolder, stages: list[str]) -> dict[str, np.ndarray]:
