@@ -29,6 +29,14 @@ def _timing_rows(result: DemoResult) -> list[tuple[str, str, str]]:
     return rows + [("total", "", f"{result.seconds:.1f}")]
 
 
+def _settings_text(result: DemoResult) -> str:
+    s = result.settings
+    return (
+        f"bias bins of {s.bin_width:g} m over {s.min_depth:g}-{s.max_depth:g} m; student trained at "
+        f"{s.train_size[1]}x{s.train_size[0]}."
+    )
+
+
 def _overview(result: DemoResult) -> Step | None:
     return next((s for s in result.steps if s.key == "overview" and s.figures), None)
 
@@ -42,9 +50,7 @@ def to_html(result: DemoResult) -> str:
         f"<style>{STYLE}</style></head><body>",
         "<h1>edgedepth demo: labels to edge model</h1>",
         f"<p><b>Data:</b> {e(result.data)}.</p>",
-        f"<p><b>Settings:</b> bias bins of {result.settings.bin_width:g} m over "
-        f"{result.settings.min_depth:g}-{result.settings.max_depth:g} m; student trained at "
-        f"{result.settings.train_size[1]}x{result.settings.train_size[0]}.</p>",
+        f"<p><b>Settings:</b> {e(_settings_text(result))}</p>",
     ]
     overview = _overview(result)
     if overview is not None:
@@ -84,14 +90,12 @@ def to_html(result: DemoResult) -> str:
 
 def to_markdown(result: DemoResult) -> str:
     """The same report as Markdown (figures as relative image links)."""
-    s = result.settings
     out = [
         "# edgedepth demo: labels to edge model",
         "",
         f"**Data:** {result.data}.",
         "",
-        f"**Settings:** bias bins of {s.bin_width:g} m over {s.min_depth:g}-{s.max_depth:g} m; student "
-        f"trained at {s.train_size[1]}x{s.train_size[0]}.",
+        f"**Settings:** {_settings_text(result)}",
         "",
     ]
     overview = _overview(result)
