@@ -20,6 +20,7 @@ from labelgen import __version__
 from labelgen.errors import describe, is_os_fault
 
 VARIANT_NAMES = ("L", "M", "S", "XS")
+ARCH_NAMES = ("paper", "fast")  # student.model.ARCHS (not imported here: keeps `--help` fast)
 
 
 class InputError(click.ClickException):
@@ -140,10 +141,32 @@ def labelgen() -> None:
 
 
 @labelgen.command("plan")
-@click.option("--kitti-root", required=True, type=click.Path(path_type=Path), help="KITTI raw root folder.")
+@click.option(
+    "--data-root",
+    type=click.Path(path_type=Path),
+    help="A KITTI raw root, or a rig-layout root of rectified stereo sequences (docs/rig.md).",
+)
+@click.option(
+    "--kitti-root", type=click.Path(path_type=Path), help="A KITTI raw root (--data-root --layout kitti)."
+)
+@click.option(
+    "--layout",
+    type=click.Choice(["kitti", "rig"]),
+    help="The data root's layout (default: detected; rig when <root>/*/calib.json exists).",
+)
 @click.option("--out", "labels_dir", required=True, type=click.Path(path_type=Path), help="Label folder.")
-@click.option("--split-file", type=click.Path(path_type=Path), help="monodepth2-style split file.")
-@click.option("--drives", multiple=True, help="Drive folder names, e.g. 2011_09_26_drive_0001_sync.")
+@click.option(
+    "--split-file",
+    type=click.Path(path_type=Path),
+    help="Frames to plan: a monodepth2-style split (KITTI) or a frame list of <sequence>/<frame> lines (rig).",
+)
+@click.option(
+    "--drives",
+    "--sequences",
+    "drives",
+    multiple=True,
+    help="Drive folders (KITTI, e.g. 2011_09_26_drive_0001_sync) or sequences (rig).",
+)
 @click.option(
     "--shard-size",
     default=64,
@@ -153,17 +176,30 @@ def labelgen() -> None:
 )
 @click.option("--overwrite", is_flag=True, help="Replace a different existing plan.")
 @_friendly_errors
-def labelgen_plan(kitti_root, labels_dir, split_file, drives, shard_size, overwrite) -> None:
+def labelgen_plan(
+    data_root, kitti_root, layout, labels_dir, split_file, drives, shard_size, overwrite
+) -> None:
     """Select frames and partition them into shards: writes LABELS/plan.json."""
     from labelgen.lock import folder_lock
     from labelgen.plan import missing_inputs, plan_shards, write_plan
 
     if split_file and drives:
-        raise InputError("give --split-file or --drives, not both")
-    plan = plan_shards(kitti_root, drives=drives or None, split_file=split_file, shard_size=shard_size)
+        raise InputError("give --split-file or --drives/--sequences, not both")
+    if (data_root is None) == (kitti_root is None):
+        raise InputError("give the data with --data-root DIR (or --kitti-root DIR for a KITTI raw tree)")
+    if kitti_root is not None:
+        if layout == "rig":
+            raise InputError("--kitti-root is a KITTI raw tree; for a rig tree use --data-root")
+        data_root, layout = kitti_root, "kitti"
+    plan = plan_shards(
+        data_root, layout=layout, drives=drives or None, split_file=split_file, shard_size=shard_size
+    )
     with folder_lock(labels_dir, "labelgen plan"):
         path = write_plan(plan, labels_dir, overwrite=overwrite)
-    click.echo(f"{path}: {len(plan.frame_ids)} frames in {len(plan.shards)} shards, plan {plan.plan_id[:12]}")
+    click.echo(
+        f"{path}: {len(plan.frame_ids)} frames in {len(plan.shards)} shards ({plan.layout} layout), "
+        f"plan {plan.plan_id[:12]}"
+    )
     for date, reason in plan.calibration_errors.items():
         click.echo(f"warning: {date}: {reason} (its frames will be reported as failed)", err=True)
     count, first = missing_inputs(plan)
@@ -378,6 +414,118 @@ def labelgen_inspect(labels_dir, png_dir, verify) -> None:
             click.echo(f"wrote {path}")
 
 
+@labelgen.command("score")
+@click.argument("labels_dir", type=click.Path(path_type=Path))
+@click.option("--stage", required=True, help="Depth stage to score: sgbm, psmnet, lidar, X_corrected.")
+@click.option(
+    "--data-root",
+    type=click.Path(path_type=Path),
+    help="Where the ground truth is (default: the plan's data root).",
+)
+@click.option(
+    "--split",
+    help="Frames: a rig frame-list file, or a KITTI split name or file (default: every frame with ground truth; "
+    "KITTI: eigen).",
+)
+@click.option(
+    "--gt",
+    type=click.Choice(["lidar", "annotated", "depth_gt"]),
+    help="Ground truth. Default: lidar (KITTI), depth_gt (rig).",
+)
+@click.option(
+    "--crop", type=click.Choice(["garg", "eigen", "none"]), help="Default: garg (KITTI), none (rig)."
+)
+@click.option("--median-scaling", is_flag=True, help="Scale each frame by median(gt)/median(label) first.")
+@click.option("--out", "out_json", type=click.Path(path_type=Path), help="JSON to write (+ _frames.csv).")
+@click.option("--progress/--no-progress", default=True, help="Show a progress bar.")
+@_friendly_errors
+def labelgen_score(labels_dir, stage, data_root, split, gt, crop, median_scaling, out_json, progress) -> None:
+    """Score a teacher stage's labels against ground truth, on the pixels it labels."""
+    from labelgen.folder import LabelFolder
+    from student.eval_frames import EvalSet
+    from student.evaluate import score_teacher
+
+    folder = LabelFolder(labels_dir)
+    plan = folder.plan
+    eval_set = EvalSet(data_root or plan.data_root, split, gt, crop, layout=plan.layout)
+    result = score_teacher(folder, stage, eval_set, median_scaling=median_scaling, progress=progress)
+    click.echo(f"scored {stage}: {result.provenance['protocol']}")
+    click.echo(result.format_table())
+    if result.provenance["no_label"]:
+        missing = result.provenance["no_label"]
+        click.echo(f"{len(missing)} frames have no {stage} label (not scored): {', '.join(missing[:5])}")
+    if out_json:
+        result.save(out_json)
+        click.echo(f"wrote {out_json}")
+
+
+@main.group(short_help="Bring public data sets into the rig layout.")
+def data() -> None:
+    """Data sets: convert public stereo sets into the rig layout (docs/rig.md)."""
+
+
+@data.group("import")
+def data_import() -> None:
+    """Import a public data set into a rig-layout root: ROOT/<sequence>/{calib.json,left,right,...}."""
+
+
+@data_import.command("middlebury")
+@click.argument("src", type=click.Path(path_type=Path))
+@click.argument("out", type=click.Path(path_type=Path))
+@click.option("--scenes", help="Comma-separated scene folders (default: every scene under SRC).")
+@click.option(
+    "--dmin",
+    "dmin_px_full",
+    default=200.0,
+    show_default=True,
+    type=POSITIVE_METRES,
+    help="Disparity offset at full size (px) where a scene has no dmin.txt.",
+)
+@click.option("--progress/--no-progress", default=True, help="Show a progress bar.")
+@_friendly_errors
+def data_import_middlebury(src, out, scenes, dmin_px_full, progress) -> None:
+    """Middlebury 2005/2006 scenes (third size: view1/view5/disp1.png) -> rig layout, with depth_gt and a
+    simulated LiDAR scan; writes OUT/splits/train.txt and heldout.txt for the fixed public split."""
+    from labelgen.importers import import_middlebury
+
+    names = [n.strip() for n in scenes.split(",") if n.strip()] if scenes else None
+    report = import_middlebury(src, out, scenes=names, dmin_px_full=dmin_px_full, progress=progress)
+    click.echo(report.format())
+
+
+@data_import.command("kitti-depth")
+@click.argument("src", type=click.Path(path_type=Path))
+@click.argument("out", type=click.Path(path_type=Path))
+@click.option("--drives", multiple=True, help="Drive folders to import (default: all).")
+@click.option("--annotated-root", type=click.Path(path_type=Path), help="Where data_depth_annotated is.")
+@click.option(
+    "--depth-range",
+    default="1,80",
+    show_default=True,
+    metavar="MIN,MAX",
+    help="Metres written as the sequences' depth_range_m.",
+)
+@click.option("--progress/--no-progress", default=True, help="Show a progress bar.")
+@_friendly_errors
+def data_import_kitti_depth(src, out, drives, annotated_root, depth_range, progress) -> None:
+    """A KITTI raw tree (Velodyne scans or projected depth, annotated ground truth) -> rig layout."""
+    from labelgen.importers import import_kitti_depth
+
+    try:
+        lo, hi = (float(v) for v in depth_range.split(","))
+    except ValueError:
+        raise InputError(f"--depth-range {depth_range!r} is not MIN,MAX in metres, e.g. 1,80") from None
+    report = import_kitti_depth(
+        src,
+        out,
+        drives=drives or None,
+        annotated_root=annotated_root,
+        depth_range_m=(lo, hi),
+        progress=progress,
+    )
+    click.echo(report.format())
+
+
 @main.group(short_help="Teacher-vs-LiDAR depth bias table.")
 def calib() -> None:
     """The per-distance teacher-vs-LiDAR depth bias look-up table: fit, apply, plot."""
@@ -560,19 +708,41 @@ def _one_size(ctx: click.Context, param: click.Parameter, value: str | None) -> 
 @click.option(
     "--workers", default=2, show_default=True, type=NON_NEGATIVE, help="Data loader worker processes."
 )
-@click.option("--encoder-weights", type=click.Path(path_type=Path), help="ImageNet MobileNetV2-0.35 file.")
+@click.option(
+    "--encoder-weights",
+    type=click.Path(path_type=Path),
+    help="ImageNet MobileNetV2-0.35 encoder: Keras .h5 (the paper's) or a torchvision state dict.",
+)
+@click.option(
+    "--arch", type=click.Choice(ARCH_NAMES), default="paper", show_default=True, help="Decoder architecture."
+)
 @click.option("--no-seg", is_flag=True, help="Depth only (Table II ablation).")
 @click.option("--depth-space", type=click.Choice(["log", "linear"]), default="log", show_default=True)
-@click.option("--val-drives", help="Comma-separated validation drives (default: --val-fraction).")
+@click.option(
+    "--val-drives", help="Comma-separated validation drives or sequences (default: --val-fraction)."
+)
 @click.option(
     "--val-fraction", default=0.1, show_default=True, type=SHARE, help="Share of frames held out, by drive."
 )
-@click.option("--no-augment", is_flag=True, help="No flip / colour jitter.")
 @click.option(
-    "--min-depth", default=1.0, show_default=True, type=METRES, help="Labels below are ignored (m)."
+    "--train-frames", type=click.Path(path_type=Path), help="Frame list: train on these frames only."
+)
+@click.option("--val-frames", type=click.Path(path_type=Path), help="Frame list: validate on these frames.")
+@click.option("--no-augment", is_flag=True, help="No flip / colour jitter / crops.")
+@click.option(
+    "--crop-zoom",
+    default=1.0,
+    show_default=True,
+    type=click.FloatRange(min=1),
+    help="Augmentation: random crops of 1/z of each side, z up to this (1 = none).",
 )
 @click.option(
-    "--max-depth", default=80.0, show_default=True, type=POSITIVE_METRES, help="Labels above are ignored (m)."
+    "--min-depth", type=METRES, help="Labels below are ignored (m; default: the data's range, or 1)."
+)
+@click.option(
+    "--max-depth",
+    type=POSITIVE_METRES,
+    help="Labels above are ignored (m; default: the data's range, or 80).",
 )
 @click.option("--seed", default=0, show_default=True, type=NON_NEGATIVE)
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
@@ -583,6 +753,7 @@ def student_train(
     out_dir,
     variant,
     size,
+    arch,
     no_seg,
     depth_space,
     val_drives,
@@ -606,7 +777,9 @@ def student_train(
         val_drives=tuple(d.strip() for d in val_drives.split(",") if d.strip()) if val_drives else None,
         **options,
     )
-    model = ModelConfig(variant=variant, seg=not no_seg, depth_space=depth_space, input_size=size)
+    if (options["min_depth"] is None) != (options["max_depth"] is None):
+        raise InputError("give both --min-depth and --max-depth, or neither (the data's range)")
+    model = ModelConfig(variant=variant, seg=not no_seg, depth_space=depth_space, input_size=size, arch=arch)
     result = train(config, model, resume=resume, progress=progress, log=click.echo)
     if result.rank == 0:
         click.echo(
@@ -617,16 +790,36 @@ def student_train(
 
 @student.command("eval")
 @click.argument("checkpoint", type=click.Path(path_type=Path))
-@click.option("--kitti-root", required=True, type=click.Path(path_type=Path), help="KITTI raw root folder.")
 @click.option(
-    "--split", default="eigen", show_default=True, help="eigen (697), eigen_benchmark (652) or a file."
+    "--data-root",
+    "--kitti-root",
+    "data_root",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="A KITTI raw root or a rig-layout root (detected; docs/rig.md).",
 )
-@click.option("--gt", type=click.Choice(["lidar", "annotated"]), default="lidar", show_default=True)
+@click.option(
+    "--split",
+    help="KITTI: eigen (697, default), eigen_benchmark (652) or a split file; rig: a frame-list file "
+    "(default: every frame with ground truth).",
+)
+@click.option(
+    "--gt",
+    type=click.Choice(["lidar", "annotated", "depth_gt"]),
+    help="Ground truth. Default: lidar (KITTI, the public protocol), depth_gt (rig).",
+)
 @click.option("--annotated-root", type=click.Path(path_type=Path), help="Where data_depth_annotated is.")
 @click.option(
     "--variant", type=click.Choice(VARIANT_NAMES, case_sensitive=False), help="Cut to a smaller one."
 )
-@click.option("--crop", type=click.Choice(["garg", "eigen", "none"]), default="garg", show_default=True)
+@click.option(
+    "--crop", type=click.Choice(["garg", "eigen", "none"]), help="Default: garg (KITTI), none (rig)."
+)
+@click.option(
+    "--median-scaling",
+    is_flag=True,
+    help="Scale each prediction by median(gt)/median(pred) first (structure, not scale).",
+)
 @click.option("--size", callback=_one_size, metavar="WxH", help="Input size (default: the checkpoint's).")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda or auto.")
 @click.option("--batch-size", default=4, show_default=True, type=POSITIVE)
@@ -642,43 +835,83 @@ def student_train(
 )
 @click.option("--progress/--no-progress", default=True, help="Show a progress bar.")
 @_friendly_errors
-def student_eval(
-    checkpoint,
-    kitti_root,
-    split,
-    gt,
-    annotated_root,
-    variant,
-    crop,
-    size,
-    device,
-    batch_size,
-    resize_in,
-    out_json,
-    progress,
-) -> None:
-    """Score a checkpoint on a KITTI split (Eigen by default) with the standard depth metrics."""
+def student_eval(checkpoint, data_root, device, out_json, **options) -> None:
+    """Score a checkpoint against ground truth with the standard depth metrics (KITTI or rig data)."""
     from labelgen.devices import resolve_device
     from student.evaluate import evaluate_checkpoint
 
-    result = evaluate_checkpoint(
-        checkpoint,
-        kitti_root,
-        split=split,
-        gt=gt,
-        variant=variant,
-        crop=crop,
-        size=size,
-        device=resolve_device(device),
-        annotated_root=annotated_root,
-        batch_size=batch_size,
-        progress=progress,
-        resize_in=resize_in,
-    )
+    result = evaluate_checkpoint(checkpoint, data_root, device=resolve_device(device), **options)
+    click.echo(f"scored: {result.provenance['protocol']}")
     click.echo(result.format_table())
     if out_json:
         result.save(out_json)
         click.echo(f"wrote {out_json}")
+
+
+@student.command("ablate")
+@click.argument("labels_dir", type=click.Path(path_type=Path))
+@click.option(
+    "--eval-root",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Held-out data with ground truth (rig or KITTI layout).",
+)
+@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path), help="Experiment folder.")
+@click.option(
+    "--configs",
+    default="lidar,teacher,teacher_lut,linear,depth_only,random_init,fast",
+    show_default=True,
+    help="Comma-separated configurations (those the data cannot run are left out, with a note).",
+)
+@click.option(
+    "--seeds", default=3, show_default=True, type=click.IntRange(1, 100), help="Runs per configuration."
+)
+@click.option(
+    "--budget-minutes",
+    type=POSITIVE_METRES,
+    help="Total training time: picks the input size and steps that fit (and says what it picked).",
+)
+@click.option("--teacher", default="psmnet", show_default=True, help="Teacher depth stage: psmnet or sgbm.")
+@click.option("--train-frames", type=click.Path(path_type=Path), help="Frame list: train on these only.")
+@click.option("--val-frames", type=click.Path(path_type=Path), help="Frame list: pick checkpoints on these.")
+@click.option("--eval-frames", type=click.Path(path_type=Path), help="Frame list of --eval-root to score.")
+@click.option(
+    "--encoder-weights", type=click.Path(path_type=Path), help="ImageNet MobileNetV2-0.35 (.h5 or .pt)."
+)
+@click.option(
+    "--lut", type=click.Path(path_type=Path), help="Bias table (default: fitted on the training frames)."
+)
+@click.option("--size", callback=_one_size, metavar="WxH", help="Training input size (default: picked).")
+@click.option("--epochs", default=4, show_default=True, type=POSITIVE)
+@click.option("--iters-per-epoch", default=250, show_default=True, type=POSITIVE)
+@click.option("--batch-size", default=8, show_default=True, type=POSITIVE)
+@click.option("--lr", default=1e-3, show_default=True, type=POSITIVE_METRES)
+@click.option("--lr-decay", default=0.7, show_default=True, type=click.FloatRange(0, 1, min_open=True))
+@click.option("--crop-zoom", default=1.5, show_default=True, type=click.FloatRange(min=1))
+@click.option("--fps-size", default="480x320", show_default=True, callback=_one_size, metavar="WxH")
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda or auto.")
+@click.option("--workers", default=2, show_default=True, type=NON_NEGATIVE, help="Data loader workers.")
+@click.option("--progress/--no-progress", default=True, help="Show a progress bar.")
+@_friendly_errors
+def student_ablate(labels_dir, eval_root, out_dir, configs, progress, **options) -> None:
+    """Train configurations x seeds on one label folder, score each on held-out ground truth.
+
+    Writes OUT/table.md, table.csv, results.json and ablation.png (mean ± 95 % CI over seeds).
+    """
+    from student.ablate import AblateSettings, run_ablation
+
+    options = {k: str(v) if isinstance(v, Path) else v for k, v in options.items()}
+    settings = AblateSettings(
+        labels_dir=str(labels_dir),
+        eval_root=str(eval_root),
+        out_dir=str(out_dir),
+        configs=tuple(c.strip() for c in configs.split(",") if c.strip()),
+        **options,
+    )
+    results = run_ablation(settings, progress=progress, log=click.echo)
+    if results:
+        click.echo((Path(out_dir) / "table.md").read_text())
+        click.echo(f"wrote {Path(out_dir) / 'table.md'}, table.csv, results.json, ablation.png")
 
 
 @student.command("predict")
@@ -867,6 +1100,9 @@ def _summary_options(func: Callable[..., Any]) -> Callable[..., Any]:
             "--num-classes", default=19, show_default=True, type=POSITIVE, help="Segmentation classes."
         ),
         click.option("--no-seg", is_flag=True, help="Depth-only model (no segmentation head)."),
+        click.option(
+            "--arch", type=click.Choice(ARCH_NAMES), default="paper", show_default=True, help="Decoder."
+        ),
     ]
     for option in reversed(options):
         func = option(func)
@@ -881,7 +1117,7 @@ def _summary_options(func: Callable[..., Any]) -> Callable[..., Any]:
     "--repeats", default=20, show_default=True, type=POSITIVE, help="Timed runs per row (for --latency)."
 )
 @_friendly_errors
-def student_summary(variants, sizes, num_classes, no_seg, latency, device, repeats) -> None:
+def student_summary(variants, sizes, num_classes, no_seg, arch, latency, device, repeats) -> None:
     """Parameters, multiply-adds and output size of each student variant."""
     from labelgen.devices import resolve_device
     from student.bench import DEFAULT_SIZES, format_table, summarize_variants
@@ -894,6 +1130,7 @@ def student_summary(variants, sizes, num_classes, no_seg, latency, device, repea
         latency=latency,
         device=resolve_device(device),
         repeats=repeats,
+        arch=arch,
     )
     click.echo(format_table(rows))
 

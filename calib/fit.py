@@ -8,11 +8,12 @@ loop or as dask tasks and the reduction (in shard order) gives the same table ei
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 import json
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -114,14 +115,17 @@ def split_drives(plan: Plan, holdout: float) -> tuple[list[int], list[int], list
 
 
 def shard_pairs(
-    labels_dir: str | Path, teacher: str, shard: ShardPlan
+    labels_dir: str | Path, teacher: str, shard: ShardPlan, frames: Collection[str] | None = None
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """(teacher depth as stored, LiDAR depth float32) of each frame that is ok in both shards."""
+    """(teacher depth as stored, LiDAR depth float32) of each frame that is ok in both shards (and,
+    with ``frames``, listed there)."""
     t_path, l_path = shard_path(labels_dir, teacher, shard.name), shard_path(labels_dir, LIDAR, shard.name)
     with open_shard(t_path) as ft, open_shard(l_path) as fl:
         if ft.attrs.get("plan_id") != fl.attrs.get("plan_id"):
             raise ValueError(f"{t_path}: shards of different plans (its plan_id differs from {l_path})")
         ok = read_rows(ft["ok"]) & read_rows(fl["ok"])
+        if frames is not None:
+            ok &= np.array([f in frames for f in shard.frame_ids], dtype=bool)
         t_set, l_set = ft["depth"], fl["depth"]
         for row in np.flatnonzero(ok):
             yield _stored_depth(t_set, row), decode(l_set, read_rows(l_set, row))
@@ -141,15 +145,20 @@ def _plan_of(labels_dir: LabelFolder | str | Path) -> tuple[Plan, Path | str]:
 
 
 def accumulate_shard(
-    labels_dir: LabelFolder | str | Path, teacher: str, shard_index: int, settings: FitSettings | dict
+    labels_dir: LabelFolder | str | Path,
+    teacher: str,
+    shard_index: int,
+    settings: FitSettings | dict,
+    frames: Collection[str] | None = None,
 ) -> BinAccumulator:
-    """The accumulator of one shard (a dask task: small arguments, small picklable result).
-    Its reservoir RNG is seeded by (seed, shard index), so results do not depend on scheduling."""
+    """The accumulator of one shard (a dask task: small arguments, small picklable result), over
+    its frames listed in ``frames`` when given. Its reservoir RNG is seeded by (seed, shard index),
+    so results do not depend on scheduling."""
     settings = settings if isinstance(settings, FitSettings) else FitSettings(**settings)
     plan, labels_dir = _plan_of(labels_dir)
     shard = plan.shards[shard_index]
     acc = BinAccumulator(settings.edges, settings.reservoir_size, seed=[settings.seed, 2, shard_index])
-    for teacher_depth, lidar_depth in shard_pairs(labels_dir, teacher, shard):
+    for teacher_depth, lidar_depth in shard_pairs(labels_dir, teacher, shard, frames):
         acc.add(teacher_depth, lidar_depth)
     return acc
 
@@ -216,16 +225,27 @@ def fit_from_labels(
     stat: str = "mean",
     min_count: int = 100,
     progress: bool = True,
+    frames: Collection[str] | None = None,
     **options: Any,
 ) -> Lut:
     """Fit the table on the label folder's non-held-out drives (dask when ``client`` is given) and
     report RMSE / Abs Rel before and after correction on the held-out ones. ``labels_dir`` may be
-    a ``LabelFolder`` (its plan and shard statuses are used)."""
+    a ``LabelFolder`` (its plan and shard statuses are used). ``frames`` restricts the fit to those
+    frame ids (e.g. an experiment's training frames, so held-out scenes never shape the table)."""
     folder = LabelFolder.of(labels_dir, resolve=True)
     settings = FitSettings(bin_width, min_depth, max_depth, stat, min_count, **options)
     plan, teacher_info = check_stages(folder, teacher)
     fit_idx, held_idx, held_drives = split_drives(plan, holdout)
-    acc = _reduce(accumulate_shard, folder, teacher, fit_idx, settings, client, progress, "fit")
+    task: Callable[..., Any] = accumulate_shard
+    if frames is not None:
+        frames = frozenset(frames)
+        fit_idx = [i for i in fit_idx if frames.intersection(plan.shards[i].frame_ids)]
+        if not fit_idx:
+            raise ValueError(
+                f"{folder.given}: none of the {len(frames)} listed frames is in the fitted drives"
+            )
+        task = functools.partial(accumulate_shard, frames=frames)
+    acc = _reduce(task, folder, teacher, fit_idx, settings, client, progress, "fit")
     try:
         lut = lut_from_accumulator(acc, settings)
     except ValueError as err:
@@ -237,6 +257,7 @@ def fit_from_labels(
         "teacher_stage": teacher,
         **teacher_info,
         "holdout": holdout,
+        "frame_list": frames is not None,
         "shards": [plan.shards[i].name for i in fit_idx],
         "drives": fit_drives,
         "frames": acc.frames,

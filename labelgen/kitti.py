@@ -47,6 +47,17 @@ class Calibration:
         """Distance between cameras 2 and 3 in metres, from their projection matrices (about 0.54)."""
         return float((self.p_rect_02[0, 3] - self.p_rect_03[0, 3]) / self.focal)
 
+    @property
+    def doffs(self) -> float:
+        """Right principal point minus the left's, in pixels (P_rect_03[0, 2] - P_rect_02[0, 2]; 0 on
+        KITTI): depth = focal * baseline / (disparity + doffs)."""
+        return float(self.p_rect_03[0, 2] - self.p_rect_02[0, 2])
+
+    @property
+    def depth_range(self) -> tuple[float, float] | None:
+        """The rig's declared depth range in metres: KITTI declares none."""
+        return None
+
     def projection(self, cam: int = 2) -> np.ndarray:
         """3x4 matrix taking homogeneous LiDAR points to homogeneous pixels of camera 2 or 3."""
         p_rect = {2: self.p_rect_02, 3: self.p_rect_03}[cam]
@@ -65,10 +76,12 @@ class Calibration:
             "image_size": list(self.image_size),
             "focal": self.focal,
             "baseline": self.baseline,
+            "doffs": self.doffs,
         }
 
     @classmethod
     def from_dict(cls, data: dict) -> Calibration:
+        """The inverse of ``to_dict`` (the derived focal, baseline and doffs are recomputed)."""
         return cls(
             date=data["date"],
             p_rect_02=np.asarray(data["P_rect_02"], dtype=np.float64),
@@ -244,19 +257,24 @@ def find_frames(
 
 
 def read_split_file(path: str | Path) -> list[Frame]:
-    """Frames of a monodepth2-style split file: ``<date>/<drive>_sync <frame_index> l|r`` per line."""
+    """Frames of a split file. Each line is a monodepth2 entry ``<date>/<drive>_sync <frame_index> l|r``
+    or a frame id ``<date>/<drive>_sync/<frame_index>``; blank lines and '#' comments are skipped."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: split file not found")
     frames = []
     for number, line in enumerate(path.read_text().splitlines(), start=1):
-        if not line.strip():
+        parts = line.split("#", 1)[0].split()
+        if not parts:
             continue
-        parts = line.split()
-        folder = parts[0].strip("/").split("/") if parts else []
+        folder = parts[0].strip("/").split("/")
+        if len(parts) == 1 and len(folder) == 3 and folder[2].isdigit():
+            frames.append(Frame(folder[0], _normalise_drive(folder[1]), int(folder[2])))
+            continue
         if len(parts) not in (2, 3) or len(folder) != 2 or not parts[1].isdigit():
             raise ValueError(
-                f"{path}:{number}: expected '<date>/<drive>_sync <frame_index> l|r', got {line!r}"
+                f"{path}:{number}: expected '<date>/<drive>_sync <frame_index> l|r' "
+                f"or '<date>/<drive>_sync/<frame_index>', got {line!r}"
             )
         frames.append(Frame(folder[0], _normalise_drive(folder[1]), int(parts[1])))
     return frames

@@ -1,4 +1,7 @@
-"""Project a Velodyne scan into a rectified KITTI camera as a sparse depth map, and KITTI's PNG encoding.
+"""Project a LiDAR scan into a rectified camera as a sparse depth map, and KITTI's PNG encoding.
+
+Works for any calibration with ``projection(cam)`` (3x4, LiDAR -> pixels) and ``image_size``:
+``labelgen.kitti.Calibration`` and ``labelgen.rig.RigCalibration``.
 
 Pixel convention: pixel (row i, column j) covers u in [j - 0.5, j + 0.5) and v in [i - 0.5, i + 0.5),
 so a point lands on ``floor(u + 0.5), floor(v + 0.5)``. The public eval scripts (monodepth2's
@@ -11,9 +14,13 @@ the rounding move the share by under 0.5 %, so the published maps use plain roun
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
-from labelgen.kitti import Calibration
+if TYPE_CHECKING:
+    from labelgen.kitti import Calibration
+    from labelgen.rig import RigCalibration
 
 DEPTH_KINDS = ("z", "x")
 PNG16_SCALE = 256.0
@@ -21,7 +28,7 @@ PNG16_SCALE = 256.0
 
 def project_lidar(
     points: np.ndarray,
-    calib: Calibration,
+    calib: Calibration | RigCalibration,
     cam: int = 2,
     image_size: tuple[int, int] | None = None,
     depth: str = "z",

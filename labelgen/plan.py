@@ -1,5 +1,7 @@
 """The plan: which frames are labelled, their calibration, and their partition into shards.
 
+Frames come from a KITTI raw tree or a rig tree (``labelgen.layout``); the plan records which.
+
 ``LABELS/plan.json`` is written once by ``edgedepth labelgen plan`` and read by every stage, the
 bias fit and the student's data loader. It holds no timestamps, so re-planning the same inputs
 gives a byte-identical file; ``plan_id`` (a hash of the content) tags every shard written for it.
@@ -8,6 +10,7 @@ Schema: see docs/shards.md.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import json
@@ -20,44 +23,57 @@ from typing import TYPE_CHECKING
 import cv2
 
 from labelgen.atomic import write_text_atomic
-from labelgen.kitti import Calibration, Frame, check_calibration, find_frames, read_calibration
+from labelgen.layout import LAYOUTS, AnyCalibration, AnyFrame, detect_layout, get_layout
 
 if TYPE_CHECKING:
     from labelgen.folder import LabelFolder
 
-PLAN_VERSION = 1
+PLAN_VERSION = 2
+PLAN_VERSIONS = (1, 2)  # version 1: KITTI only, the root under "kitti_root"
 PLAN_FILE = "plan.json"
 
 
 @dataclass(frozen=True)
 class ShardPlan:
-    """Frames of one drive (hence one image size) written together as one HDF5 file per stage."""
+    """Frames of one drive or sequence (hence one image size) written together as one HDF5 file per
+    stage. ``date`` keys the plan's calibrations (a KITTI date, or the rig sequence)."""
 
     index: int
     date: str
     drive: str
     image_size: tuple[int, int]  # (height, width)
     frame_ids: tuple[str, ...]
+    layout: str = "kitti"
 
     @property
     def name(self) -> str:
         return f"shard-{self.index:05d}"
 
     @property
-    def frames(self) -> list[Frame]:
-        return [Frame.from_id(f) for f in self.frame_ids]
+    def frames(self) -> list[AnyFrame]:
+        """The frame objects (``labelgen.kitti.Frame`` or ``labelgen.rig.RigFrame``)."""
+        layout = get_layout(self.layout)
+        return [layout.frame_from_id(f) for f in self.frame_ids]
 
 
 @dataclass(frozen=True)
 class Plan:
-    """Ordered frames, per-date calibration (or the reason it could not be read), and shards."""
+    """Ordered frames, per-date (KITTI) or per-sequence (rig) calibration (or the reason it could not
+    be read), and shards."""
 
-    kitti_root: str
+    data_root: str
     shard_size: int
     selection: dict[str, object]
-    calibrations: dict[str, Calibration]
+    calibrations: dict[str, AnyCalibration]
     calibration_errors: dict[str, str]
     shards: tuple[ShardPlan, ...]
+    layout: str = "kitti"
+    schema_version: int = PLAN_VERSION  # 1 for a plan read from a version-1 file (same plan_id)
+
+    @property
+    def kitti_root(self) -> str:
+        """The data root (the name version-1 plans used; new code reads ``data_root``)."""
+        return self.data_root
 
     @property
     def frame_ids(self) -> list[str]:
@@ -69,13 +85,25 @@ class Plan:
         body = json.dumps(self._content(), sort_keys=True).encode()
         return hashlib.sha256(body).hexdigest()
 
+    def depth_range(self) -> tuple[float, float] | None:
+        """(min, max) metres spanning the depth ranges the calibrations declare, or None if none does."""
+        ranges = [c.depth_range for c in self.calibrations.values() if c.depth_range is not None]
+        if not ranges:
+            return None
+        return min(r[0] for r in ranges), max(r[1] for r in ranges)
+
     def _content(self) -> dict[str, object]:
+        calibrations = {d: c.to_dict() for d, c in sorted(self.calibrations.items())}
+        root: dict[str, object] = {"layout": self.layout, "data_root": self.data_root}
+        if self.schema_version == 1:  # exactly what version 1 hashed, so its shards stay valid
+            calibrations = {d: {k: v for k, v in c.items() if k != "doffs"} for d, c in calibrations.items()}
+            root = {"kitti_root": self.data_root}
         return {
-            "schema_version": PLAN_VERSION,
-            "kitti_root": self.kitti_root,
+            "schema_version": self.schema_version,
+            **root,
             "shard_size": self.shard_size,
             "selection": self.selection,
-            "calibrations": {d: c.to_dict() for d, c in sorted(self.calibrations.items())},
+            "calibrations": calibrations,
             "calibration_errors": dict(sorted(self.calibration_errors.items())),
             "shards": [
                 {
@@ -98,71 +126,103 @@ class Plan:
         data = json.loads(text)
         if not isinstance(data, dict):
             raise ValueError(f"{source}: not a plan (a JSON {type(data).__name__}, expected an object)")
-        if data.get("schema_version") != PLAN_VERSION:
-            raise ValueError(f"{source}: plan schema version {data.get('schema_version')} != {PLAN_VERSION}")
+        version = data.get("schema_version")
+        if version not in PLAN_VERSIONS:
+            raise ValueError(f"{source}: plan schema version {version} is not one of {PLAN_VERSIONS}")
+        if version == 1:
+            layout_name, data_root = "kitti", data["kitti_root"]
+        else:
+            layout_name, data_root = data["layout"], data["data_root"]
+        if layout_name not in LAYOUTS:
+            raise ValueError(
+                f"{source}: unknown layout {layout_name!r}; expected one of {', '.join(LAYOUTS)}"
+            )
+        layout = get_layout(layout_name)
         plan = cls(
-            kitti_root=data["kitti_root"],
+            data_root=data_root,
             shard_size=int(data["shard_size"]),
             selection=data["selection"],
-            calibrations={d: Calibration.from_dict(c) for d, c in data["calibrations"].items()},
+            calibrations={d: layout.calibration_from_dict(c) for d, c in data["calibrations"].items()},
             calibration_errors=dict(data["calibration_errors"]),
             shards=tuple(
-                ShardPlan(s["index"], s["date"], s["drive"], tuple(s["image_size"]), tuple(s["frames"]))
+                ShardPlan(
+                    s["index"], s["date"], s["drive"], tuple(s["image_size"]), tuple(s["frames"]), layout_name
+                )
                 for s in data["shards"]
             ),
+            layout=layout_name,
+            schema_version=version,
         )
         for date, calib in plan.calibrations.items():
             try:
-                check_calibration(calib, f"{source} ({date})", f"{source} ({date})")
+                layout.check_calibration(calib, f"{source} ({date})")
             except ValueError as err:
                 raise ValueError(str(err)) from None
         return plan
 
 
 def plan_shards(
-    kitti_root: str | Path,
+    data_root: str | Path,
+    layout: str | None = None,
     drives: Sequence[str] | None = None,
     split_file: str | Path | None = None,
     shard_size: int = 64,
 ) -> Plan:
-    """Select frames and partition them: consecutive frames of one drive, ``shard_size`` at most."""
+    """Select frames and partition them: consecutive frames of one drive or sequence, ``shard_size``
+    at most.
+
+    ``layout`` is "kitti" or "rig" (None: ``detect_layout``; a root that does not exist then gets
+    KITTI's error, as before layouts). ``drives`` names KITTI drives (with or without ``_sync``) or
+    rig sequences; ``split_file`` lists frames (``labelgen.layout.read_frame_list``). A calibration
+    that cannot be read is recorded with its reason, and its frames fail in every stage.
+    """
     if shard_size < 1:
         raise ValueError(f"shard size must be at least 1, got {shard_size}")
-    root = Path(kitti_root).resolve()
-    frames = find_frames(root, drives=drives, split_file=split_file)
+    root = Path(data_root).resolve()
+    if layout is None:
+        layout = detect_layout(root) if root.is_dir() else "kitti"
+    chosen = get_layout(layout)
+    frames = chosen.find_frames(root, drives, split_file)
     calibrations, errors = {}, {}
     for date in sorted({f.date for f in frames}):
         try:
-            calibrations[date] = read_calibration(root / date)
+            calibrations[date] = chosen.read_calibration(root, date)
         except (OSError, ValueError) as err:
             errors[date] = str(err)
     shards: list[ShardPlan] = []
     for (date, drive), group in groupby(frames, key=lambda f: (f.date, f.drive)):
+        group = list(group)
+        size = calibrations[date].image_size if date in calibrations else _image_size(root, group[0])
         ids = [f.frame_id for f in group]
-        size = calibrations[date].image_size if date in calibrations else _image_size(root, ids[0])
         for start in range(0, len(ids), shard_size):
-            shards.append(ShardPlan(len(shards), date, drive, size, tuple(ids[start : start + shard_size])))
+            batch = tuple(ids[start : start + shard_size])
+            shards.append(ShardPlan(len(shards), date, drive, size, batch, layout))
     selection = {
         "drives": sorted(drives) if drives else None,
         "split_file": str(Path(split_file).resolve()) if split_file else None,
     }
-    return Plan(str(root), shard_size, selection, calibrations, errors, tuple(shards))
+    return Plan(str(root), shard_size, selection, calibrations, errors, tuple(shards), layout)
 
 
-def _image_size(root: Path, frame_id: str) -> tuple[int, int]:
+def _image_size(root: Path, frame: AnyFrame) -> tuple[int, int]:
     """Size of a frame's image, for drives whose calibration is missing (0x0 if unreadable)."""
-    image = cv2.imread(str(Frame.from_id(frame_id).image_path(root)), cv2.IMREAD_UNCHANGED)
+    image = cv2.imread(str(frame.image_path(root)), cv2.IMREAD_UNCHANGED)
     return (0, 0) if image is None else (int(image.shape[0]), int(image.shape[1]))
 
 
 def write_plan(plan: Plan, labels_dir: LabelFolder | str | Path, overwrite: bool = False) -> Path:
     """Write ``LABELS/plan.json``; an existing different plan is kept unless ``overwrite``.
+    A version-1 file holding this same KITTI plan is left as it is (so are its shards).
     A ``LabelFolder`` given forgets what it cached, so it reads the new plan next."""
     from labelgen.folder import LabelFolder
 
     folder = LabelFolder.of(labels_dir)
     path = folder.given / PLAN_FILE
     text = plan.to_json()
+    if path.exists() and plan.layout == "kitti" and plan.schema_version != 1:
+        as_v1 = dataclasses.replace(plan, schema_version=1).to_json()
+        if path.read_text() == as_v1:  # the same plan in the version-1 file: kept, and its shards
+            return path
     if path.exists() and not overwrite and path.read_text() != text:
         raise ValueError(
             f"{path}: a different plan exists; pass --overwrite to replace it (its shards go stale)"
@@ -176,12 +236,12 @@ def write_plan(plan: Plan, labels_dir: LabelFolder | str | Path, overwrite: bool
 
 
 def missing_inputs(plan: Plan, limit: int = 3) -> tuple[int, list[str]]:
-    """Frames of the plan whose left image, right image or scan file does not exist: the count and
-    the first ``limit`` as ``"<frame_id> (<missing file>)"``. Such frames fail in the stages."""
-    root, count, first = Path(plan.kitti_root), 0, []
+    """Frames of the plan whose left image, right image or (KITTI) scan file does not exist: the count
+    and the first ``limit`` as ``"<frame_id> (<missing file>)"``. Such frames fail in the stages."""
+    root, count, first = Path(plan.data_root), 0, []
+    layout = get_layout(plan.layout)
     for frame in (f for shard in plan.shards for f in shard.frames):
-        absent = [p for p in (frame.image_path(root, 2), frame.image_path(root, 3), frame.velodyne_path(root))
-                  if not p.exists()]  # fmt: skip
+        absent = [p for p in layout.input_paths(frame, root) if not p.exists()]
         if absent:
             count += 1
             if len(first) < limit:

@@ -1,7 +1,7 @@
 """Run label stages on dask.distributed: one task per (stage, shard), resumable, with a report.
 
 Tasks carry only the label folder, a stage name, a shard index and small options; workers read
-the plan and the KITTI files themselves and load a stage's model once per process (module-level
+the plan and the input files (KITTI or rig layout) themselves and load a stage's model once per process (module-level
 cache), so nothing heavy travels through the scheduler. A shard that is complete and belongs to
 the current plan is skipped, so an interrupted run resumes where it stopped.
 """
@@ -87,7 +87,7 @@ def process_shard(
         "device": device,
     }
     size = tuple(max(1, s) for s in shard.image_size)
-    frames, root = shard.frames, Path(plan.kitti_root)
+    frames, root = shard.frames, Path(plan.data_root)
     with ShardWriter(path, shard.frame_ids, stage.datasets(size), attrs) as writer:
         if calib is None:
             for i in range(len(frames)):

@@ -1,8 +1,9 @@
 """Label stages: what each writes per frame and how it computes it.
 
 A stage declares its per-frame datasets, loads its (optional) model once per worker, and turns
-one KITTI frame into arrays. ``labelgen.run`` schedules stages shard by shard; teachers with
-weights (``psmnet``, ``seg``) plug in here with the same interface.
+one frame (of a KITTI raw tree or a rig tree, ``labelgen.layout``) into arrays. ``labelgen.run``
+schedules stages shard by shard; teachers with weights (``psmnet``, ``seg``) plug in here with the
+same interface.
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ import torch
 
 from labelgen.checkpoints import sha256_file
 from labelgen.cityscapes import CITYSCAPES_CLASSES
-from labelgen.kitti import Calibration, Frame, read_image, read_velodyne
-from labelgen.lidar import project_lidar
+from labelgen.kitti import read_image
+from labelgen.layout import AnyCalibration, AnyFrame, lidar_depth_maps
 from labelgen.shards import DatasetSpec
 from labelgen.teachers.psmnet import load_psmnet, lr_consistency, predict_disparity_batch
 from labelgen.teachers.segmentation import (
@@ -60,11 +61,13 @@ class Stage(ABC):
         return None
 
     @abstractmethod
-    def process(self, frame: Frame, calib: Calibration, root: Path, model: Any) -> dict[str, np.ndarray]:
+    def process(
+        self, frame: AnyFrame, calib: AnyCalibration, root: Path, model: Any
+    ) -> dict[str, np.ndarray]:
         """One frame's arrays, keyed like ``datasets``; raises with a one-line reason on bad input."""
 
     def process_batch(
-        self, frames: Sequence[Frame], calib: Calibration, root: Path, model: Any
+        self, frames: Sequence[AnyFrame], calib: AnyCalibration, root: Path, model: Any
     ) -> list[dict[str, np.ndarray] | Exception]:
         """Process several frames; a failing frame yields its exception instead of arrays."""
         results: list[dict[str, np.ndarray] | Exception] = []
@@ -77,12 +80,34 @@ class Stage(ABC):
 
 
 def _read_checked(path: Path, size: tuple[int, int]) -> np.ndarray:
-    image = read_image(path)
+    return _read_checked_array(path, read_image(path), size)
+
+
+def _read_checked_array(path: Path, image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     if image.shape[:2] != tuple(size):
         raise ValueError(
             f"{path}: image is {image.shape[1]}x{image.shape[0]}, calibration says {size[1]}x{size[0]}"
         )
     return image
+
+
+def _pair_mismatch(left: Path, left_size: tuple[int, int], right: Path, right_size: tuple[int, int]) -> str:
+    """The one-line reason for a stereo pair of two sizes (sizes as (height, width))."""
+    return (
+        f"{left} is {left_size[1]}x{left_size[0]} but {right} is {right_size[1]}x{right_size[0]} "
+        "(a left/right size mismatch)"
+    )
+
+
+def _image_header_size(path: Path) -> tuple[int, int] | None:
+    """(height, width) from an image file's header without decoding it; None if it cannot be read."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            return int(image.height), int(image.width)
+    except (OSError, UnidentifiedImageError):
+        return None
 
 
 class ImagesStage(Stage):
@@ -100,8 +125,16 @@ class ImagesStage(Stage):
         height, width = self.resize or image_size
         return {"image": DatasetSpec((height, width, 3), "uint8", attrs={"channels": "RGB"})}
 
-    def process(self, frame: Frame, calib: Calibration, root: Path, model: Any) -> dict[str, np.ndarray]:
-        image = _read_checked(frame.image_path(root, 2), calib.image_size)
+    def process(
+        self, frame: AnyFrame, calib: AnyCalibration, root: Path, model: Any
+    ) -> dict[str, np.ndarray]:
+        left_path, right_path = frame.image_path(root, 2), frame.image_path(root, 3)
+        image = _read_checked(left_path, calib.image_size)
+        # the pair's right image only needs its header here; a missing or unreadable one is the
+        # stereo stages' failure, not this stage's
+        right_size = _image_header_size(right_path) if right_path.exists() else None
+        if right_size is not None and right_size != image.shape[:2]:
+            raise ValueError(_pair_mismatch(left_path, image.shape[:2], right_path, right_size))
         if self.resize:
             image = cv2.resize(image, (self.resize[1], self.resize[0]), interpolation=cv2.INTER_AREA)
         return {"image": image}
@@ -130,20 +163,11 @@ class LidarStage(Stage):
     def _key(cam: int) -> str:
         return "depth" if cam == 2 else "depth_03"
 
-    def process(self, frame: Frame, calib: Calibration, root: Path, model: Any) -> dict[str, np.ndarray]:
-        path = frame.velodyne_path(root)
-        points = read_velodyne(path)
-        maps = {
-            self._key(cam): project_lidar(points, calib, cam=cam, depth=self.depth).astype(np.float32)
-            for cam in self.cams
-        }
-        for key, depth in maps.items():
-            if not (depth > 0).any():
-                raise ValueError(
-                    f"{path}: none of its {len(points)} points projects into the image ({key}); "
-                    "wrong calibration or a scan of another drive?"
-                )
-        return maps
+    def process(
+        self, frame: AnyFrame, calib: AnyCalibration, root: Path, model: Any
+    ) -> dict[str, np.ndarray]:
+        maps = lidar_depth_maps(frame, calib, root, self.cams, self.depth)
+        return {self._key(cam): depth.astype(np.float32) for cam, depth in maps.items()}
 
 
 MAX_STORED_DEPTH_M = 1000.0
@@ -151,7 +175,7 @@ MAX_STORED_DEPTH_M = 1000.0
 
 
 class StereoStage(Stage):
-    """A stereo teacher: disparity on image_02/image_03 -> metric depth and a validity mask."""
+    """A stereo teacher: disparity on the left/right pair -> metric depth and a validity mask."""
 
     def datasets(self, image_size: tuple[int, int]) -> dict[str, DatasetSpec]:
         size = tuple(image_size)
@@ -166,22 +190,29 @@ class StereoStage(Stage):
         }
 
     @staticmethod
-    def read_pair(frame: Frame, calib: Calibration, root: Path) -> tuple[np.ndarray, np.ndarray]:
-        left = _read_checked(frame.image_path(root, 2), calib.image_size)
-        return left, _read_checked(frame.image_path(root, 3), calib.image_size)
+    def read_pair(frame: AnyFrame, calib: AnyCalibration, root: Path) -> tuple[np.ndarray, np.ndarray]:
+        """Left and right RGB images; a left/right size mismatch, or a size other than the
+        calibration's, is a one-line ValueError naming the file(s)."""
+        left_path, right_path = frame.image_path(root, 2), frame.image_path(root, 3)
+        left, right = read_image(left_path), read_image(right_path)
+        if left.shape[:2] != right.shape[:2]:
+            raise ValueError(_pair_mismatch(left_path, left.shape[:2], right_path, right.shape[:2]))
+        return _read_checked_array(left_path, left, calib.image_size), right
 
     @staticmethod
-    def outputs(disparity: np.ndarray, valid: np.ndarray, calib: Calibration) -> dict[str, np.ndarray]:
-        """The stored arrays: disparity x256 as uint16, depth = f * B / disparity as float16.
+    def outputs(disparity: np.ndarray, valid: np.ndarray, calib: AnyCalibration) -> dict[str, np.ndarray]:
+        """The stored arrays: disparity x256 as uint16, depth = f * B / (disparity + doffs) as float16.
 
-        A pixel is valid only where its disparity is finite and gives a depth of at most
-        ``MAX_STORED_DEPTH_M`` (a disparity under about 0.4 px on KITTI: sky and noise; beyond float16
-        range from 65504 m); NaN or infinite disparities of a teacher are never stored as valid."""
+        A pixel is valid only where its disparity is finite and positive and gives a depth of at
+        most ``MAX_STORED_DEPTH_M`` (a disparity under about 0.4 px on KITTI: sky and noise; beyond
+        float16 range from 65504 m); NaN or infinite disparities of a teacher are never stored as valid."""
         disparity = np.asarray(disparity, dtype=np.float32)
         valid = valid & np.isfinite(disparity) & (disparity > 0)
-        valid &= disparity >= np.float32(calib.focal * calib.baseline / MAX_STORED_DEPTH_M)
+        valid &= disparity + np.float32(calib.doffs) >= np.float32(
+            calib.focal * calib.baseline / MAX_STORED_DEPTH_M
+        )
         disparity = np.where(valid, disparity, 0)
-        depth = disparity_to_depth(disparity, calib.focal, calib.baseline, valid)
+        depth = disparity_to_depth(disparity, calib.focal, calib.baseline, valid, doffs=calib.doffs)
         stored = np.clip(
             np.round(np.where(valid, disparity, 0) / DISPARITY_SCALE), 0, np.iinfo(np.uint16).max
         )
@@ -200,7 +231,9 @@ class SgbmStage(StereoStage):
     def settings(self) -> dict[str, object]:
         return self.config.to_dict()
 
-    def process(self, frame: Frame, calib: Calibration, root: Path, model: Any) -> dict[str, np.ndarray]:
+    def process(
+        self, frame: AnyFrame, calib: AnyCalibration, root: Path, model: Any
+    ) -> dict[str, np.ndarray]:
         disparity, valid = sgbm_disparity(*self.read_pair(frame, calib, root), self.config)
         return self.outputs(disparity, valid, calib)
 
@@ -223,14 +256,16 @@ class TeacherStage(Stage):
             raise FileNotFoundError(f"{path}: checkpoint file not found")
         return _file_sha256(str(path.resolve()), path.stat().st_mtime_ns)
 
-    def process(self, frame: Frame, calib: Calibration, root: Path, model: Any) -> dict[str, np.ndarray]:
+    def process(
+        self, frame: AnyFrame, calib: AnyCalibration, root: Path, model: Any
+    ) -> dict[str, np.ndarray]:
         result = self.process_batch([frame], calib, root, model)[0]
         if isinstance(result, Exception):
             raise result
         return result
 
     def process_batch(
-        self, frames: Sequence[Frame], calib: Calibration, root: Path, model: Any
+        self, frames: Sequence[AnyFrame], calib: AnyCalibration, root: Path, model: Any
     ) -> list[dict[str, np.ndarray] | Exception]:
         """Read every frame (a bad one yields its error), then run the readable ones as one batch."""
         inputs: list[Any] = []
@@ -244,11 +279,11 @@ class TeacherStage(Stage):
         return [x if isinstance(x, Exception) else next(outputs) for x in inputs]
 
     @abstractmethod
-    def read(self, frame: Frame, calib: Calibration, root: Path) -> Any:
+    def read(self, frame: AnyFrame, calib: AnyCalibration, root: Path) -> Any:
         """The model input of one frame (raises with a one-line reason on bad input)."""
 
     @abstractmethod
-    def infer(self, inputs: list[Any], calib: Calibration, model: Any) -> list[dict[str, np.ndarray]]:
+    def infer(self, inputs: list[Any], calib: AnyCalibration, model: Any) -> list[dict[str, np.ndarray]]:
         """Outputs of a batch of equally sized inputs."""
 
 
@@ -257,7 +292,7 @@ def _model_device(model: torch.nn.Module) -> torch.device:
 
 
 class PsmnetStage(TeacherStage, StereoStage):
-    """PSMNet (stacked hourglass) on image_02/image_03 with a public checkpoint."""
+    """PSMNet (stacked hourglass) on the left/right pair with a public checkpoint."""
 
     name = "psmnet"
     teacher = "psmnet"
@@ -286,10 +321,10 @@ class PsmnetStage(TeacherStage, StereoStage):
     def load(self, device: str) -> Any:
         return load_psmnet(self.checkpoint, align_corners=self.align_corners, device=device)
 
-    def read(self, frame: Frame, calib: Calibration, root: Path) -> tuple[np.ndarray, np.ndarray]:
+    def read(self, frame: AnyFrame, calib: AnyCalibration, root: Path) -> tuple[np.ndarray, np.ndarray]:
         return self.read_pair(frame, calib, root)
 
-    def infer(self, inputs: list[Any], calib: Calibration, model: Any) -> list[dict[str, np.ndarray]]:
+    def infer(self, inputs: list[Any], calib: AnyCalibration, model: Any) -> list[dict[str, np.ndarray]]:
         lefts, rights = [x[0] for x in inputs], [x[1] for x in inputs]
         device = _model_device(model)
         disparities = predict_disparity_batch(model, lefts, rights, device=device, precision=self.precision)
@@ -351,10 +386,10 @@ class SegStage(TeacherStage):
     def load(self, device: str) -> Any:
         return load_segmenter(self.config, device=device)
 
-    def read(self, frame: Frame, calib: Calibration, root: Path) -> np.ndarray:
+    def read(self, frame: AnyFrame, calib: AnyCalibration, root: Path) -> np.ndarray:
         return _read_checked(frame.image_path(root, 2), calib.image_size)
 
-    def infer(self, inputs: list[Any], calib: Calibration, model: Any) -> list[dict[str, np.ndarray]]:
+    def infer(self, inputs: list[Any], calib: AnyCalibration, model: Any) -> list[dict[str, np.ndarray]]:
         seg, conf = predict_segmentation_batch(
             model, inputs, device=_model_device(model), precision=self.precision
         )

@@ -51,11 +51,13 @@ def summarize_variants(
     device: str = "cpu",
     repeats: int = 20,
     warmup: int = 3,
+    arch: str = "paper",
 ) -> list[VariantRow]:
-    """Parameters, multiply-adds, output size (and optionally latency) for each variant and size."""
+    """Parameters, multiply-adds, output size (and optionally latency) for each variant and size of
+    the ``arch`` decoder."""
     rows = []
     for variant in variants:
-        model = build_student(variant, num_classes=num_classes, seg=seg, return_classes=seg)
+        model = build_student(variant, num_classes=num_classes, seg=seg, return_classes=seg, arch=arch)
         params = count_parameters(model)
         for size in sizes:
             ms = measure_latency(model, size, device, repeats, warmup) if latency else None

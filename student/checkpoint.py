@@ -3,7 +3,7 @@
 A checkpoint is a plain dict (tensors, numbers, strings, lists), so ``torch.load(weights_only=True)``
 reads it without unpickling any object::
 
-    format          "edgedepth-student"       format_version  1
+    format          "edgedepth-student"       format_version  2 (1: before ``arch``; read as ``fast``)
     model_config    ModelConfig.to_dict()      model           the network's state dict
     epoch           completed epochs           step            optimiser steps so far
     train_config    TrainConfig.to_dict()      (training checkpoints only, with the keys below)
@@ -26,7 +26,9 @@ from student.config import ModelConfig
 from student.model import VARIANTS, DepthSegStudent, load_student_weights
 
 FORMAT = "edgedepth-student"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+LEGACY_ARCH = "fast"
+"""Version-1 checkpoints carry no ``arch``: they were trained with the decoder now named ``fast``."""
 
 
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
@@ -41,14 +43,16 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     data = safe_load(path)
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise ValueError(f"{path}: not an edgedepth student checkpoint (made by `edgedepth student train`)")
-    if data.get("format_version") != FORMAT_VERSION:
+    if data.get("format_version") not in (1, FORMAT_VERSION):
         raise ValueError(
             f"{path}: student checkpoint format version {data.get('format_version')}, "
-            f"this edgedepth reads {FORMAT_VERSION}"
+            f"this edgedepth reads 1 and {FORMAT_VERSION}"
         )
     for key in ("model_config", "model"):
         if not isinstance(data.get(key), dict):
             raise ValueError(f"{path}: student checkpoint without {key!r} (damaged?)")
+    if data["format_version"] == 1:
+        data["model_config"] = {"arch": LEGACY_ARCH, **data["model_config"]}
     return data
 
 

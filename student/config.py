@@ -12,15 +12,35 @@ from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 from labelgen.teachers import IMAGENET_MEAN, IMAGENET_STD
-from student.model import STRIDE, VARIANTS, DepthSegStudent, build_student, check_input_size, output_size
+from student.losses import MAX_LOG_DEPTH, MIN_LOG_DEPTH
+from student.model import (
+    ARCHS,
+    DEFAULT_ARCH,
+    ENCODER_STYLES,
+    STRIDE,
+    VARIANTS,
+    DepthSegStudent,
+    build_student,
+    check_input_size,
+    output_size,
+)
 
 DEPTH_SPACES = ("log", "linear")
 """``log``: the depth head predicts G(depth) (paper Sec. III-C); ``linear``: metres (Table II ablation)."""
 
+KERAS_MEAN = KERAS_STD = (0.5, 0.5, 0.5)
+"""Keras MobileNetV2's input scaling, x / 127.5 - 1, written as mean and std of x / 255."""
+
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """What a student network is. Sizes are (height, width) in pixels; mean/std are RGB in [0, 1]."""
+    """What a student network is. Sizes are (height, width) in pixels; mean/std are RGB in [0, 1].
+
+    ``arch`` names the decoder (``student.model.ARCHS``), ``encoder_style`` the encoder's padding
+    and batch-norm convention (``keras`` for the paper's Keras ImageNet weights, whose input
+    scaling is mean = std = 0.5), ``depth_range`` the (m, M) metres of the log-depth space G,
+    normally the training data's depth range.
+    """
 
     variant: str = "L"
     num_classes: int = 19
@@ -29,6 +49,9 @@ class ModelConfig:
     input_size: tuple[int, int] = (320, 1056)
     mean: tuple[float, float, float] = tuple(IMAGENET_MEAN)
     std: tuple[float, float, float] = tuple(IMAGENET_STD)
+    arch: str = DEFAULT_ARCH
+    encoder_style: str = "torchvision"
+    depth_range: tuple[float, float] = (MIN_LOG_DEPTH, MAX_LOG_DEPTH)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "variant", self.variant.upper())
@@ -40,9 +63,22 @@ class ModelConfig:
             )
         if self.num_classes < 1:
             raise ValueError(f"num_classes must be positive, got {self.num_classes}")
+        if self.arch not in ARCHS:
+            raise ValueError(f"unknown decoder architecture {self.arch!r}; choose one of {', '.join(ARCHS)}")
+        if self.encoder_style not in ENCODER_STYLES:
+            raise ValueError(
+                f"encoder style must be one of {', '.join(ENCODER_STYLES)}, got {self.encoder_style!r}"
+            )
         object.__setattr__(self, "input_size", (int(self.input_size[0]), int(self.input_size[1])))
         object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
         object.__setattr__(self, "std", tuple(float(v) for v in self.std))
+        object.__setattr__(self, "depth_range", tuple(float(v) for v in self.depth_range))
+        if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
+            raise ValueError(f"mean and std need 3 values each, std positive; got {self.mean} and {self.std}")
+        if len(self.depth_range) != 2 or not 0 < self.depth_range[0] < self.depth_range[1]:
+            raise ValueError(
+                f"depth range must be (min, max) metres with 0 < min < max, got {self.depth_range}"
+            )
         check_input_size(*self.input_size)
 
     @property
@@ -66,6 +102,9 @@ class ModelConfig:
             seg=self.seg,
             depth_space=self.depth_space,
             return_classes=return_classes and self.seg,
+            arch=self.arch,
+            encoder_style=self.encoder_style,
+            depth_range=self.depth_range,
         )
 
     def with_variant(self, variant: str) -> ModelConfig:
@@ -75,10 +114,17 @@ class ModelConfig:
     def with_size(self, size: tuple[int, int]) -> ModelConfig:
         return replace(self, input_size=size)
 
+    def with_encoder_style(self, style: str) -> ModelConfig:
+        """The same network with another encoder convention; ``keras`` also takes Keras's input
+        scaling (mean = std = 0.5), ``torchvision`` ImageNet's mean and std."""
+        mean, std = (KERAS_MEAN, KERAS_STD) if style == "keras" else (IMAGENET_MEAN, IMAGENET_STD)
+        return replace(self, encoder_style=style, mean=tuple(mean), std=tuple(std))
+
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["input_size"] = list(self.input_size)
         data["mean"], data["std"] = list(self.mean), list(self.std)
+        data["depth_range"] = list(self.depth_range)
         return data
 
     @classmethod
@@ -88,7 +134,7 @@ class ModelConfig:
         if unknown:
             raise ValueError(f"{source}: unknown model settings {', '.join(unknown)}")
         values = dict(data)
-        for key in ("input_size", "mean", "std"):
+        for key in ("input_size", "mean", "std", "depth_range"):
             if key in values:
                 values[key] = tuple(values[key])
         try:
@@ -113,15 +159,20 @@ class TrainConfig:
     lr_decay: float = 0.9
     alpha: float = 0.25
     beta: float = 0.75
-    min_depth: float = 1.0  # teacher labels outside [min_depth, max_depth] metres are ignored
-    max_depth: float = 80.0
+    # teacher labels outside [min_depth, max_depth] metres are ignored; None: the data's
+    # depth_range_m (rig layout), else 1 and 80 m (KITTI)
+    min_depth: float | None = None
+    max_depth: float | None = None
     device: str = "cpu"
     amp: bool = False
     workers: int = 2
     encoder_weights: str | None = None
     augment: bool = True
+    crop_zoom: float = 1.0  # augmentation: random crops of 1/z of each side, z in [1, crop_zoom]
     val_drives: tuple[str, ...] | None = None
     val_fraction: float = 0.1
+    train_frames: str | None = None  # frame-list files: train / validate on these frames only
+    val_frames: str | None = None
     sync_bn: bool = True
     seed: int = 0
 
@@ -134,9 +185,15 @@ class TrainConfig:
             (0 < self.lr_decay <= 1, f"lr decay must be in (0, 1], got {self.lr_decay}"),
             (self.workers >= 0, f"workers must be 0 or more, got {self.workers}"),
             (0 <= self.val_fraction < 1, f"val fraction must be in [0, 1), got {self.val_fraction}"),
+            (self.crop_zoom >= 1, f"crop zoom must be at least 1 (1 = no crops), got {self.crop_zoom}"),
             (
-                0 <= self.min_depth < self.max_depth,
-                f"need 0 <= min depth < max depth, got {self.min_depth} and {self.max_depth}",
+                (self.min_depth is None) == (self.max_depth is None)
+                and (self.min_depth is None or 0 <= self.min_depth < self.max_depth),
+                f"need both of min depth and max depth, 0 <= min < max, got {self.min_depth} and {self.max_depth}",
+            ),
+            (
+                self.val_drives is None or (self.train_frames is None and self.val_frames is None),
+                "give validation drives or frame lists (train/val frames), not both",
             ),
         )
         for ok, message in checks:

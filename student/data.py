@@ -8,9 +8,11 @@ is given, at full resolution, before resizing; a table that does not describe th
 refused (:func:`check_lut`). Frames that failed in any of the stages are left out.
 
 Augmentation (training only, on by default) keeps the labels consistent: a horizontal flip of the
-image, depth and class map together (p = 0.5), and colour jitter on the image alone (brightness,
+image, depth and class map together (p = 0.5), colour jitter on the image alone (brightness,
 contrast and saturation factors in [0.8, 1.2], hue shift in [-0.1, 0.1] of a turn, applied in that
-order). Its random draws come from the sample's own seed, given by ``student.sampler``, so a run's
+order) and, with ``crop_zoom`` s > 1, a random crop of 1/z of each side (z uniform in [1, s], at a
+uniformly drawn position) resized to the input size, the same window for image and labels; depth
+values are kept (the crop is a zoom of the same camera, not a closer scene). Its random draws come from the sample's own seed, given by ``student.sampler``, so a run's
 augmentations depend on neither the number of loader workers nor a resume.
 """
 
@@ -167,7 +169,7 @@ def split_by_drive(
     """
     drives = sorted({s.drive for s in plan.shards})
     if val_drives is not None:
-        wanted = sorted({d if d.endswith("_sync") else f"{d}_sync" for d in val_drives})
+        wanted = sorted({d if d in drives or d.endswith("_sync") else f"{d}_sync" for d in val_drives})
         unknown = [d for d in wanted if d not in drives]
         if unknown:
             raise ValueError(f"--val-drives: {unknown[0]} is not a drive of the plan ({', '.join(drives)})")
@@ -187,6 +189,43 @@ def split_by_drive(
     train = [f for s in plan.shards if s.drive not in held for f in s.frame_ids]
     val = [f for s in plan.shards if s.drive in held for f in s.frame_ids]
     return train, val, held
+
+
+def split_by_frames(
+    plan: Plan, train_file: str | Path | None, val_file: str | Path | None
+) -> tuple[list[str], list[str]]:
+    """(train frame ids, validation frame ids) from frame-list files (``labelgen.layout.read_frame_list``).
+
+    With ``train_file`` only the frames it lists train (the rest of the folder, e.g. held-out test
+    scenes labelled in the same plan, is never seen); with ``val_file`` only, every other frame
+    trains. A listed frame that is not in the plan, or a frame in both lists, is a one-line error.
+    """
+    from labelgen.layout import read_frame_list
+
+    planned = plan.frame_ids
+    known = set(planned)
+
+    def read(path: str | Path) -> set[str]:
+        ids = [f if isinstance(f, str) else f.frame_id for f in read_frame_list(path, plan.layout)]
+        unknown = [f for f in ids if f not in known]
+        if unknown:
+            raise ValueError(
+                f"{path}: {len(unknown)} listed frames are not in the plan (first: {unknown[0]})"
+            )
+        if not ids:
+            raise ValueError(f"{path}: lists no frames")
+        return set(ids)
+
+    val = read(val_file) if val_file is not None else set()
+    train = read(train_file) if train_file is not None else known - val
+    both = sorted(train & val)
+    if both:
+        raise ValueError(f"{train_file}: {len(both)} frames are also validation frames (first: {both[0]})")
+    if not train:
+        raise ValueError(
+            f"{val_file}: every planned frame is a validation frame; nothing is left to train on"
+        )
+    return [f for f in planned if f in train], [f for f in planned if f in val]
 
 
 class LabelDataset(Dataset):
@@ -215,8 +254,15 @@ class LabelDataset(Dataset):
         augment: bool = False,
         full_res: bool = False,
         lidar: bool = False,
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
+        crop_zoom: float = 1.0,
     ) -> None:
         check_input_size(*size)
+        if not crop_zoom >= 1.0:
+            raise ValueError(f"crop zoom must be at least 1 (1 = no crop), got {crop_zoom}")
+        self.mean, self.std = np.float32(mean), np.float32(std)
+        self.crop_zoom = float(crop_zoom)
         self.size = (int(size[0]), int(size[1]))
         self.teacher, self.seg, self.augment, self.full_res = teacher, seg, augment, full_res
         self.depth_range = (float(depth_range[0]), float(depth_range[1]))
@@ -251,7 +297,11 @@ class LabelDataset(Dataset):
         rng = np.random.default_rng(seed) if (self.augment and seed is not None) else None
         flip = bool(rng.random() < 0.5) if rng is not None else False
         height, width = self.size
-        image = cv2.resize(item["images/image"], (width, height), interpolation=cv2.INTER_AREA)
+        full = item["images/image"]
+        window = None
+        if rng is not None and self.crop_zoom > 1.0 and not self.full_res:
+            window = crop_window(full.shape[:2], rng.uniform(1.0, self.crop_zoom), rng)
+        image = cv2.resize(_cut(full, window), (width, height), interpolation=cv2.INTER_AREA)
         image = image.astype(np.float32) / 255.0
         if rng is not None:
             image = colour_jitter(image, rng)
@@ -262,11 +312,11 @@ class LabelDataset(Dataset):
             if self.lidar:
                 sample["lidar"] = torch.from_numpy(np.asarray(item["lidar/depth"], dtype=np.float32))
         else:
-            sample["depth"] = torch.from_numpy(_flip(_nearest(depth, self.size), flip))
+            sample["depth"] = torch.from_numpy(_flip(_nearest(_cut(depth, window), self.size), flip))
         if self.seg:
-            labels = _flip(_nearest(item[f"{self.seg}/seg"], self.size), flip)
+            labels = _flip(_nearest(_cut(item[f"{self.seg}/seg"], window), self.size), flip)
             sample["labels"] = torch.from_numpy(labels.astype(np.int64))
-        sample["image"] = _normalise(image[:, ::-1] if flip else image)
+        sample["image"] = _normalise(image[:, ::-1] if flip else image, self.mean, self.std)
         return sample
 
     def _depth(self, depth: np.ndarray) -> np.ndarray:
@@ -287,6 +337,22 @@ def collate_full_res(samples: Sequence[dict[str, object]]) -> dict[str, object]:
     return out
 
 
+def crop_window(shape: tuple[int, int], zoom: float, rng: np.random.Generator) -> tuple[int, int, int, int]:
+    """(top, left, height, width) of a random window covering 1/``zoom`` of each side of ``shape``."""
+    height, width = shape
+    h, w = max(1, round(height / zoom)), max(1, round(width / zoom))
+    top = int(rng.integers(0, height - h + 1))
+    left = int(rng.integers(0, width - w + 1))
+    return top, left, h, w
+
+
+def _cut(array: np.ndarray, window: tuple[int, int, int, int] | None) -> np.ndarray:
+    if window is None:
+        return array
+    top, left, h, w = window
+    return np.ascontiguousarray(array[top : top + h, left : left + w])
+
+
 def _flip(array: np.ndarray, flip: bool) -> np.ndarray:
     return np.ascontiguousarray(array[:, ::-1]) if flip else array
 
@@ -302,7 +368,9 @@ __all__ = [
     "check_lut",
     "collate_full_res",
     "colour_jitter",
+    "crop_window",
     "find_sources",
     "preprocess_image",
     "split_by_drive",
+    "split_by_frames",
 ]

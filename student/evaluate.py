@@ -1,10 +1,13 @@
-"""KITTI Eigen-split evaluation of a student checkpoint (the library side of ``edgedepth student eval``).
+"""Scoring depth against ground truth: a student checkpoint (``student eval``), a teacher's label
+shards (``labelgen score``) or a constant depth (the baseline rows of ``student ablate``).
 
-For every frame of a split: read the camera image, pre-process it exactly as in training, predict
-metric depth, build the frame's ground truth (raw LiDAR with the public protocol, or KITTI's annotated
-maps), score it with ``student.metrics.evaluate_image`` and average over frames. Frames without
-ground truth are listed, never dropped silently. The protocol and the output files are described in
-docs/evaluation.md.
+Every scorer walks an ``EvalSet`` (``student.eval_frames``: the frames, their ground truth, crop and
+depth range, for KITTI and rig data), computes the KITTI metrics per frame with
+``student.metrics.evaluate_image`` and averages them over frames. Frames without ground truth are
+listed, never dropped silently. With ``median_scaling`` each prediction is scaled by
+median(gt) / median(prediction) over the scored pixels first: the self-supervised literature's
+protocol, which measures depth structure but not scale. The protocol and the output files are
+described in docs/evaluation.md.
 """
 
 from __future__ import annotations
@@ -12,9 +15,8 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -24,32 +26,14 @@ from tqdm import tqdm
 
 from labelgen.atomic import write_text_atomic
 from labelgen.checkpoints import sha256_file
-from labelgen.kitti import (
-    CAM_TO_CAM,
-    VELO_TO_CAM,
-    Calibration,
-    Frame,
-    read_calibration,
-    read_image,
-    read_split_file,
-    read_velodyne,
-)
+from labelgen.kitti import read_image
 from student.checkpoint import load_student
 from student.data import preprocess_image
-from student.groundtruth import annotated_groundtruth_path, lidar_groundtruth, read_annotated
-from student.metrics import (
-    MAX_DEPTH,
-    METRIC_NAMES,
-    MIN_DEPTH,
-    RESIZE_MODES,
-    crop_mask,
-    evaluate_image,
-    normalise_crop,
-)
+from student.eval_frames import EvalFrame, EvalSet, resolve_split
+from student.metrics import METRIC_NAMES, RESIZE_MODES, crop_mask, evaluate_image
 from student.model import check_input_size
 
-GT_KINDS = ("lidar", "annotated")
-PACKAGED_SPLITS = {"eigen": "eigen_test.txt", "eigen_benchmark": "eigen_benchmark_test.txt"}
+GT_KINDS = ("lidar", "annotated", "depth_gt")
 METRIC_LABELS = {
     "abs_rel": "Abs Rel",
     "sq_rel": "Sq Rel",
@@ -59,55 +43,10 @@ METRIC_LABELS = {
     "a2": "d<1.25^2",
     "a3": "d<1.25^3",
 }
-CSV_COLUMNS = ("frame_id", "side", *METRIC_NAMES, "gt_pixels")
-_SIDE_CAM = {"l": 2, "r": 3}
+CSV_COLUMNS = ("frame_id", "side", *METRIC_NAMES, "gt_pixels", "coverage")
 
-
-@dataclass(frozen=True)
-class SplitEntry:
-    """One line of a split file: the frame and its side (``l`` = camera 2, ``r`` = camera 3)."""
-
-    frame: Frame
-    side: str = "l"
-
-    @property
-    def cam(self) -> int:
-        return _SIDE_CAM[self.side]
-
-    @property
-    def frame_id(self) -> str:
-        return self.frame.frame_id
-
-
-def resolve_split(split: str | Path) -> tuple[str, Path]:
-    """(name, file) of a split: ``eigen`` / ``eigen_benchmark`` are packaged, anything else is a file path."""
-    name = str(split)
-    if name in PACKAGED_SPLITS:
-        path = Path(str(resources.files("student") / "splits" / PACKAGED_SPLITS[name]))
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: packaged split file missing (broken install?)")
-        return name, path
-    path = Path(split)
-    if not path.is_file():
-        known = ", ".join(PACKAGED_SPLITS)
-        raise FileNotFoundError(f"{path}: split file not found (packaged splits: {known})")
-    return path.stem, path
-
-
-def read_split_entries(path: str | Path) -> list[SplitEntry]:
-    """The split's lines in order (duplicates kept), with their side; format checks by read_split_file."""
-    path = Path(path)
-    frames = read_split_file(path)
-    lines = [line.split() for line in path.read_text().splitlines() if line.strip()]
-    entries = []
-    for number, (frame, parts) in enumerate(zip(frames, lines, strict=True), start=1):
-        side = parts[2].lower() if len(parts) == 3 else "l"
-        if side not in _SIDE_CAM:
-            raise ValueError(f"{path}: line {number}: side must be l or r, got {parts[2]!r}")
-        entries.append(SplitEntry(frame, side))
-    if not entries:
-        raise ValueError(f"{path}: split file lists no frames")
-    return entries
+Predictions = Iterable[tuple[EvalFrame, np.ndarray]]
+"""(frame, predicted depth (h, w) metres, 0 = no prediction there) pairs, in any order."""
 
 
 @dataclass(frozen=True)
@@ -126,11 +65,14 @@ class EvalResult:
         header = "  ".join(f"{METRIC_LABELS[n]:>{w}}" for n, w in zip(METRIC_NAMES, widths, strict=True))
         values = "  ".join(f"{self.metrics[n]:>{w}.3f}" for n, w in zip(METRIC_NAMES, widths, strict=True))
         prov = self.provenance
-        lines = [
-            header,
-            values,
-            f"{self.frames} frames, split {prov.get('split')}, gt {prov.get('gt')}, crop {prov.get('crop')}",
-        ]
+        summary = (
+            f"{self.frames} frames, split {prov.get('split')}, gt {prov.get('gt')}, crop {prov.get('crop')}"
+        )
+        if prov.get("median_scaling"):
+            summary += ", median-scaled per frame"
+        if prov.get("coverage") is not None and prov["coverage"] < 1:
+            summary += f", on the {prov['coverage']:.1%} of ground-truth pixels the prediction covers"
+        lines = [header, values, summary]
         if self.no_gt:
             lines.append(
                 f"{len(self.no_gt)} frames without ground truth (not scored): {', '.join(self.no_gt)}"
@@ -151,7 +93,7 @@ class EvalResult:
         writer.writeheader()
         for row in self.per_frame:
             writer.writerow(
-                {key: (f"{row[key]:.9g}" if key in METRIC_NAMES else row[key]) for key in CSV_COLUMNS}
+                {key: (f"{row[key]:.9g}" if key in METRIC_NAMES else row.get(key, "")) for key in CSV_COLUMNS}
             )
         write_text_atomic(csv_path, buffer.getvalue())
         write_text_atomic(out_json, json.dumps(data, indent=2) + "\n")
@@ -164,161 +106,249 @@ def _check_choice(value: str, choices: Sequence[str], what: str) -> str:
     return value
 
 
-def _missing_inputs(entry: SplitEntry, root: Path, gt: str) -> bool:
-    if not entry.frame.image_path(root, entry.cam).is_file():
-        return True
-    if gt == "lidar":
-        date_dir = root / entry.frame.date
-        needed = (entry.frame.velodyne_path(root), date_dir / CAM_TO_CAM, date_dir / VELO_TO_CAM)
-        return not all(path.is_file() for path in needed)
-    return False
+def score_predictions(
+    eval_set: EvalSet,
+    predictions: Predictions,
+    median_scaling: bool = False,
+    resize_in: str = "depth",
+) -> EvalResult:
+    """Score predictions of ``eval_set``'s frames; frames without ground truth go to ``no_gt``.
+
+    A prediction is resized to its ground truth (``resize_in``: as depth or disparity); pixels where
+    it is 0 (a teacher's holes) are left out and the covered share is recorded as ``coverage``.
+    """
+    resize_in = _check_choice(resize_in, RESIZE_MODES, "resize mode")
+    rows, no_gt, scored, covered = [], [], 0, 0
+    for frame, prediction in predictions:
+        gt = eval_set.groundtruth(frame)
+        lo, hi = eval_set.depth_range(frame)
+        valid = None if gt is None else (gt > lo) & (gt <= hi) & crop_mask(eval_set.crop, *gt.shape)
+        if valid is None or not valid.any():
+            no_gt.append(frame.frame_id)
+            continue
+        holes = _holes(prediction, gt.shape)
+        if holes is not None:
+            scored_here = valid & ~holes
+            gt = np.where(holes, 0, gt)
+        else:
+            scored_here = valid
+        errors = evaluate_image(
+            prediction, gt, crop=eval_set.crop, resize_in=resize_in, median_scaling=median_scaling,
+            min_depth=lo, max_depth=hi,
+        ) if scored_here.any() else None  # fmt: skip
+        scored, covered = scored + int(valid.sum()), covered + int(scored_here.sum())
+        if errors is None:
+            no_gt.append(frame.frame_id)  # the prediction covers none of its ground truth
+            continue
+        rows.append(
+            {
+                "frame_id": frame.frame_id,
+                "side": frame.side,
+                **errors,
+                "gt_pixels": int(scored_here.sum()),
+                "coverage": float(scored_here.sum() / valid.sum()),
+            }
+        )
+    where = eval_set.split_file or eval_set.root
+    if not rows:
+        raise ValueError(
+            f"{where}: none of the {len(eval_set)} frames has ground truth "
+            f"(gt {eval_set.gt}, crop {eval_set.crop})"
+        )
+    metrics = {name: float(np.mean([row[name] for row in rows])) for name in METRIC_NAMES}
+    provenance = {
+        "protocol": eval_set.describe() + (", median-scaled per frame" if median_scaling else ""),
+        **eval_set.provenance(),
+        "resize_in": resize_in,
+        "median_scaling": bool(median_scaling),
+        "depth_ranges": [list(r) for r in sorted({eval_set.depth_range(f) for f in eval_set.frames})],
+        "gt_mask": "min < gt <= max of each frame's depth range",
+        "coverage": covered / scored if scored else 0.0,
+    }
+    return EvalResult(metrics, len(rows), tuple(rows), tuple(no_gt), provenance)
 
 
-def _batches(items: Sequence[SplitEntry], size: int) -> Iterator[Sequence[SplitEntry]]:
+def _holes(prediction: np.ndarray, shape: tuple[int, int]) -> np.ndarray | None:
+    """Ground-truth-size mask of where a prediction has no value (0), or None when it has none."""
+    if np.all(prediction > 0):
+        return None
+    if prediction.shape != tuple(shape):
+        raise ValueError(
+            f"a prediction with holes must have the ground truth's size {shape}, got {prediction.shape}"
+        )
+    return ~(prediction > 0)
+
+
+def _batches(items: Sequence[EvalFrame], size: int) -> Iterator[Sequence[EvalFrame]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
 
 
+def checkpoint_predictions(
+    model: torch.nn.Module,
+    config: Any,
+    eval_set: EvalSet,
+    size: tuple[int, int],
+    device: str | torch.device = "cpu",
+    batch_size: int = 4,
+    progress: bool = True,
+    formats: set[str] | None = None,
+) -> Iterator[tuple[EvalFrame, np.ndarray]]:
+    """A model's depth for every frame: the image pre-processed exactly as in training."""
+    with tqdm(total=len(eval_set), desc="eval", unit="frame", disable=not progress) as bar:
+        for batch in _batches(eval_set.frames, batch_size):
+            if formats is not None:
+                formats.update(frame.image.suffix.lower().lstrip(".") for frame in batch)
+            inputs = torch.stack(
+                [preprocess_image(read_image(f.image), size, config.mean, config.std) for f in batch]
+            )
+            with torch.inference_mode():
+                depth = model(inputs.to(device))
+            for frame, prediction in zip(batch, depth.float().cpu().numpy()[:, 0], strict=True):
+                yield frame, prediction
+                bar.update(1)
+
+
 def evaluate_checkpoint(
     checkpoint: str | Path,
-    kitti_root: str | Path,
-    split: str | Path = "eigen",
-    gt: str = "lidar",
+    data_root: str | Path,
+    split: str | Path | None = None,
+    gt: str | None = None,
     variant: str | None = None,
-    crop: str | bool = "garg",
+    crop: str | bool | None = None,
     size: tuple[int, int] | None = None,
     device: str | torch.device = "cpu",
     annotated_root: str | Path | None = None,
     batch_size: int = 4,
     progress: bool = True,
     resize_in: str = "depth",
+    median_scaling: bool = False,
+    layout: str | None = None,
 ) -> EvalResult:
-    """Evaluate a student checkpoint on a KITTI split; see the module docstring and docs/evaluation.md.
+    """Evaluate a student checkpoint on a data root's frames; see ``student.eval_frames``.
 
-    ``gt="lidar"`` scores against the public raw-LiDAR ground truth (``lidar_groundtruth``),
-    ``gt="annotated"`` against KITTI's annotated maps (``annotated_groundtruth_path``). Frames with
-    side ``r`` use camera 3 (image_03 and its ground truth), as monodepth2's loader does. The input
-    size is ``size`` (h, w) or the checkpoint's ``input_size``; no median scaling.
+    KITTI: ``split`` (default ``eigen``), ``gt`` ``lidar`` (default, the public raw-LiDAR protocol)
+    or ``annotated``, Garg crop; frames with side ``r`` use camera 3. Rig layout: ``split`` a
+    frame-list file (default: every frame with ground truth), ``gt`` ``depth_gt`` (default) or
+    ``lidar``, no crop, the sequences' depth ranges. The input size is ``size`` (h, w) or the
+    checkpoint's ``input_size``.
     """
-    gt = _check_choice(gt, GT_KINDS, "ground truth kind")
-    resize_in = _check_choice(resize_in, RESIZE_MODES, "resize mode")
-    crop = normalise_crop(crop)
+    if gt is not None:
+        _check_choice(gt, GT_KINDS, "ground truth kind")
+    _check_choice(resize_in, RESIZE_MODES, "resize mode")
     if batch_size < 1:
         raise ValueError(f"batch size must be at least 1, got {batch_size}")
-    root = Path(kitti_root)
-    if not root.is_dir():
-        raise FileNotFoundError(f"{root}: KITTI root folder not found")
-    if annotated_root is not None and not Path(annotated_root).is_dir():
-        raise FileNotFoundError(f"{annotated_root}: annotated depth folder not found")
-    split_name, split_file = resolve_split(split)
-    entries = read_split_entries(split_file)
-
-    missing = [entry.frame_id for entry in entries if _missing_inputs(entry, root, gt)]
-    if missing:
-        raise ValueError(
-            f"{split_file}: {len(missing)} of {len(entries)} frames not found under {root} "
-            f"(first: {', '.join(missing[:3])})"
-        )
-
+    eval_set = EvalSet(data_root, split, gt, crop, layout, annotated_root)
     model, config = load_student(checkpoint, variant, device)
-    if size is None:
-        size = config.input_size
     try:
-        height, width = (int(side) for side in size)
+        height, width = (int(side) for side in (size or config.input_size))
     except (TypeError, ValueError):
         raise ValueError(f"size must be (height, width) in pixels, got {size!r}") from None
-    size = (height, width)
-    check_input_size(*size)
-
-    calibrations: dict[str, Calibration] = {}
-    rows: list[dict[str, Any]] = []
-    no_gt: list[str] = []
-    suffixes: set[str] = set()
-    with tqdm(total=len(entries), desc="eval", unit="frame", disable=not progress) as bar:
-        for batch in _batches(entries, batch_size):
-            paths = [entry.frame.image_path(root, entry.cam) for entry in batch]
-            suffixes.update(path.suffix.lower().lstrip(".") for path in paths)
-            inputs = torch.stack(
-                [preprocess_image(read_image(p), size, config.mean, config.std) for p in paths]
-            )
-            with torch.inference_mode():
-                depth = model(inputs.to(device))
-            predictions = depth.float().cpu().numpy()[:, 0]
-            for entry, prediction in zip(batch, predictions, strict=True):
-                gt_map = _groundtruth(entry, root, gt, annotated_root, calibrations)
-                errors = (
-                    None
-                    if gt_map is None
-                    else evaluate_image(prediction, gt_map, crop=crop, resize_in=resize_in)
-                )
-                if errors is None:
-                    no_gt.append(entry.frame_id)
-                else:
-                    valid = (gt_map > MIN_DEPTH) & (gt_map <= MAX_DEPTH) & crop_mask(crop, *gt_map.shape)
-                    rows.append(
-                        {
-                            "frame_id": entry.frame_id,
-                            "side": entry.side,
-                            **errors,
-                            "gt_pixels": int(valid.sum()),
-                        }
-                    )
-                bar.update(1)
-
-    if not rows:
-        raise ValueError(
-            f"{split_file}: none of the {len(entries)} frames has ground truth (gt {gt}, crop {crop})"
-        )
-    metrics = {name: float(np.mean([row[name] for row in rows])) for name in METRIC_NAMES}
+    check_input_size(height, width)
+    formats: set[str] = set()
+    predictions = checkpoint_predictions(
+        model, config, eval_set, (height, width), device, batch_size, progress, formats
+    )
+    result = score_predictions(eval_set, predictions, median_scaling, resize_in)
     provenance = {
         "checkpoint": str(Path(checkpoint).resolve()),
         "checkpoint_sha256": sha256_file(checkpoint),
         "variant": config.variant,
-        "input_size": list(size),
-        "split": split_name,
-        "split_file": str(split_file),
-        "split_lines": len(entries),
-        "gt": gt,
-        "crop": crop,
-        "resize_in": resize_in,
-        "median_scaling": False,
-        "min_depth": MIN_DEPTH,
-        "max_depth": MAX_DEPTH,
-        "gt_mask": f"{MIN_DEPTH:g} < gt <= {MAX_DEPTH:g}",
-        "image_formats": sorted(suffixes),
-        "kitti_root": str(root.resolve()),
-        "annotated_root": str(Path(annotated_root).resolve()) if annotated_root is not None else None,
+        "input_size": [height, width],
+        **result.provenance,
+        "image_formats": sorted(formats),
+        "kitti_root": str(eval_set.root.resolve()) if eval_set.layout == "kitti" else None,
     }
-    return EvalResult(metrics, len(rows), tuple(rows), tuple(no_gt), provenance)
+    return EvalResult(result.metrics, result.frames, result.per_frame, result.no_gt, provenance)
 
 
-def _groundtruth(
-    entry: SplitEntry,
-    root: Path,
-    gt: str,
-    annotated_root: str | Path | None,
-    calibrations: dict[str, Calibration],
-) -> np.ndarray | None:
-    frame = entry.frame
-    if gt == "annotated":
-        path = annotated_groundtruth_path(root, frame, annotated_root, cam=entry.cam)
-        return None if path is None else read_annotated(path)
-    if frame.date not in calibrations:
-        calibrations[frame.date] = read_calibration(root / frame.date)
-    scan = frame.velodyne_path(root)
-    if scan.is_file() and scan.stat().st_size == 0:
-        return None  # an empty scan: the frame has no ground truth (listed, not scored)
-    return lidar_groundtruth(read_velodyne(scan), calibrations[frame.date], cam=entry.cam)
+def constant_predictions(eval_set: EvalSet, depth_m: float) -> Iterator[tuple[EvalFrame, np.ndarray]]:
+    """The same depth everywhere, for every frame (a baseline: the training labels' median, say)."""
+    if not depth_m > 0:
+        raise ValueError(f"a constant depth must be positive, got {depth_m}")
+    for frame in eval_set.frames:
+        yield frame, np.full((1, 1), depth_m, dtype=np.float32)
+
+
+def score_constant(eval_set: EvalSet, depth_m: float, median_scaling: bool = False) -> EvalResult:
+    """Metrics of predicting ``depth_m`` metres at every pixel; median-scaled, this is predicting
+    each frame's ground-truth median everywhere (the per-image-median constant)."""
+    result = score_predictions(eval_set, constant_predictions(eval_set, depth_m), median_scaling)
+    return EvalResult(
+        result.metrics,
+        result.frames,
+        result.per_frame,
+        result.no_gt,
+        {**result.provenance, "predictor": f"constant {depth_m:.6g} m"},
+    )
+
+
+def score_teacher(
+    labels_dir: str | Path,
+    stage: str,
+    eval_set: EvalSet | None = None,
+    median_scaling: bool = False,
+    progress: bool = True,
+    lut: Any = None,
+) -> EvalResult:
+    """Score a label stage's depth (``sgbm``, ``psmnet``, ``<teacher>_corrected``, ``lidar``) against
+    ground truth, on the pixels it labels (its coverage of the ground truth is reported); with
+    ``lut`` (a bias table or its file) the depth is corrected by it first, as training does.
+
+    ``eval_set`` defaults to every frame of the plan's data root with ground truth; frames of the
+    eval set that the label folder lacks, or whose label failed, are listed as without a label.
+    """
+    from calib.lut import apply_lut, load_lut
+    from labelgen.folder import LabelFolder
+    from labelgen.shards import LabelReader
+
+    table = load_lut(lut) if isinstance(lut, str | Path) else lut
+    folder = LabelFolder.of(labels_dir)
+    plan = folder.plan
+    if not folder.has_stage(stage):
+        raise ValueError(f"{folder.given / stage}: no such label stage to score")
+    if eval_set is None:
+        eval_set = EvalSet(plan.data_root, layout=plan.layout)
+    if eval_set.layout != plan.layout:
+        raise ValueError(f"{folder.given}: {plan.layout} labels cannot be scored on {eval_set.layout} data")
+    reader = LabelReader(folder, [stage])
+    rows = {fid: i for i, fid in enumerate(reader.frame_ids)}
+    ok = reader.all_ok()
+    wanted = [f for f in eval_set.frames if f.side == "l"]
+    absent = [f.frame_id for f in wanted if f.frame_id not in rows or not ok[rows[f.frame_id]]]
+
+    def predictions() -> Iterator[tuple[EvalFrame, np.ndarray]]:
+        for frame in tqdm(wanted, desc=f"score {stage}", unit="frame", disable=not progress):
+            if frame.frame_id in rows and ok[rows[frame.frame_id]]:
+                depth = np.asarray(reader[rows[frame.frame_id]][f"{stage}/depth"], dtype=np.float32)
+                if table is not None:
+                    depth = apply_lut(depth, table)
+                yield frame, np.where(np.isfinite(depth) & (depth > 0), depth, 0).astype(np.float32)
+
+    try:
+        result = score_predictions(eval_set, predictions(), median_scaling)
+    finally:
+        reader.close()
+    provenance = {
+        **result.provenance,
+        "labels_dir": str(folder.given),
+        "stage": stage,
+        "lut_sha256": table.sha256 if table is not None else None,
+        "no_label": absent,
+    }
+    return EvalResult(result.metrics, result.frames, result.per_frame, result.no_gt, provenance)
 
 
 __all__ = [
     "CSV_COLUMNS",
     "GT_KINDS",
     "METRIC_LABELS",
-    "PACKAGED_SPLITS",
     "EvalResult",
-    "SplitEntry",
+    "checkpoint_predictions",
+    "constant_predictions",
     "evaluate_checkpoint",
-    "read_split_entries",
     "resolve_split",
+    "score_constant",
+    "score_predictions",
+    "score_teacher",
 ]

@@ -30,6 +30,7 @@ from student.calibration import calibration_frames, to_export_input
 from student.checkpoint import load_student, read_checkpoint
 from student.config import ModelConfig
 from student.model import VARIANTS, DepthSegStudent, check_input_size
+from student.onnx_passes import fold_pads_into_convs
 
 TARGETS = ("trt8", "trt10")
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -222,6 +223,7 @@ def _export(
         if leftovers:
             raise ValueError(f"{path.name}: the exporter wrote external data ({', '.join(leftovers)})")
         model = onnx.load(str(scratch))
+    model, _ = fold_pads_into_convs(model)  # the Keras encoder style's padding, as Conv pads (trt8)
     checks.check_structure(model, target, path.name)
     write_bytes_atomic(path, model.SerializeToString())
     return model

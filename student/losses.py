@@ -129,11 +129,12 @@ def depth_loss(
     berhu_ratio: float = 0.2,
     depth_space: str = "log",
     reducer: BatchReducer = LOCAL,
+    depth_range: tuple[float, float] = (MIN_LOG_DEPTH, MAX_LOG_DEPTH),
 ) -> Tensor:
     """Mean BerHu between a prediction (N,1,h,w) and a metric label at the same resolution.
 
-    ``pred`` is in G-space (``depth_space="log"``) or metres (``"linear"``); the label is compared in
-    the same space. The threshold c is ``berhu_ratio`` times the largest absolute error over the
+    ``pred`` is in G-space (``depth_space="log"``, with G's m, M = ``depth_range`` metres) or metres
+    (``"linear"``); the label is compared in the same space. The threshold c is ``berhu_ratio`` times the largest absolute error over the
     valid pixels of the whole batch, treated as a constant. Computed in float32 (also under
     autocast). Without any valid pixel the loss is a graph-connected 0.
     """
@@ -146,7 +147,7 @@ def depth_loss(
     pred = pred.float()
     valid = _valid_depth(depth_label)
     target = depth_label[valid].float()
-    diff = pred[valid] - (g_transform(target) if depth_space == "log" else target)
+    diff = pred[valid] - (g_transform(target, *depth_range) if depth_space == "log" else target)
     local_max = diff.detach().abs().max() if diff.numel() else diff.new_zeros(())
     c = berhu_ratio * reducer.max(local_max)
     count = reducer.sum(diff.new_tensor(float(diff.numel())))
@@ -202,8 +203,9 @@ def _per_block(weights: float | tuple[float, ...], n_blocks: int, name: str) -> 
 class MultiScaleLoss(nn.Module):
     """Sum over decoder blocks of ``alpha_i * depth_loss + beta_i * seg_loss`` at each block's size.
 
-    ``depth_space`` says what the depth heads predict (G-space or metres); ``reducer`` makes the
-    batch-wide statistics span every rank of a distributed run (see :class:`BatchReducer`).
+    ``depth_space`` says what the depth heads predict (G-space over ``depth_range`` metres, or
+    metres); ``reducer`` makes the batch-wide statistics span every rank of a distributed run (see
+    :class:`BatchReducer`).
     """
 
     def __init__(
@@ -213,8 +215,12 @@ class MultiScaleLoss(nn.Module):
         berhu_ratio: float = 0.2,
         depth_space: str = "log",
         reducer: BatchReducer = LOCAL,
+        depth_range: tuple[float, float] = (MIN_LOG_DEPTH, MAX_LOG_DEPTH),
     ) -> None:
         super().__init__()
+        if not 0 < depth_range[0] < depth_range[1]:
+            raise ValueError(f"depth range must satisfy 0 < min < max metres, got {tuple(depth_range)}")
+        self.depth_range = (float(depth_range[0]), float(depth_range[1]))
         if depth_space not in ("log", "linear"):
             raise ValueError(f"depth_space must be 'log' or 'linear', got {depth_space!r}")
         self.depth_space, self.reducer = depth_space, reducer
@@ -250,7 +256,7 @@ class MultiScaleLoss(nn.Module):
             pred_g, logits = entry[0], entry[1]
             size = pred_g.shape[-2:]
             label = downsample_depth(depth, size)
-            ld = depth_loss(pred_g, label, self.berhu_ratio, self.depth_space, self.reducer)
+            ld = depth_loss(pred_g, label, self.berhu_ratio, self.depth_space, self.reducer, self.depth_range)
             block = a * ld
             depth_terms.append(ld.detach())
             ls = None

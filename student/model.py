@@ -6,16 +6,22 @@ concatenates the incoming map with the encoder skip at the same stride, pixel-sh
 multiply-adds) and refines with inverted-residual bottlenecks; every block has a 1x1 depth head
 (G-space, see ``student.losses.g_transform``) and a 1x1 segmentation head.
 
-Decoder choice (widths 24, 24, 40, 24; bottlenecks 2, 2, 3, 1; expansion 6). After the shuffle a
-block has few channels, so its first bottleneck widens it. The paper's budget (0.30-0.34 M
-parameters, 1.7-2.5 G multiply-adds at 1056x320) leaves about 0.09 M parameters for the decoder
-and forces most multiply-adds into the fine blocks. The student is memory-bound on edge CPUs and
-GPUs, so they are placed where they run fastest: in D3 (stride 4), whose wider 1x1 convolutions do
-more work per byte moved, rather than in many thin bottlenecks at stride 2 (D4), where the
-expanded maps are four times larger. This decoder runs L about 1.4x faster than the earlier
-(24, 24, 24, 16; 2, 2, 3, 4) one on ONNX Runtime at 480x320, at the cost of fewer refinements at
-the finest scale (docs/model.md). 0.338 M parameters and 1.72 G multiply-adds at 1056x320 (paper:
-0.32 M, 2.1 G); the tests pin both.
+Decoders (``ARCHS``, chosen by ``arch`` and saved in every checkpoint's config):
+
+- ``paper`` (the default): widths 24, 24, 24, 16 and 2, 2, 3, 4 bottlenecks (expansion 6), within
+  the paper's description (2 to 4 bottlenecks per block): 0.320 M parameters and 1.99 G
+  multiply-adds at 1056x320 (paper: 0.32 M, 2.1 G).
+- ``fast``: widths 24, 24, 40, 24 and 2, 2, 3, 1 bottlenecks, re-balanced for edge-CPU speed (its
+  multiply-adds sit in D3's wider 1x1 convolutions instead of four thin bottlenecks at stride 2):
+  0.338 M parameters, 1.72 G multiply-adds, about 1.4x faster on ONNX Runtime at 480x320, with one
+  refinement at the finest scale (docs/model.md). What it costs in accuracy is measured by
+  ``edgedepth student ablate``.
+
+Encoder styles (``encoder_style``): ``torchvision`` (symmetric zero padding of 1 around the
+stride-2 convolutions, batch-norm epsilon 1e-5) or ``keras``, the layout of the paper's Keras
+ImageNet weights: Keras pads the stride-2 convolutions by one pixel at the bottom and right only
+(``correct_pad`` on even sizes, which every valid input has) and uses batch-norm epsilon 1e-3.
+Keras weights keep their exact features only with the ``keras`` style (``student.keras_weights``).
 
 D1's incoming map *is* the last stride-32 encoder map (block 17), so D1 has no separate skip; D2, D3
 and D4 take encoder blocks 13 (stride 16, 32 ch), 6 (stride 8, 16 ch) and 3 (stride 4, 8 ch).
@@ -34,12 +40,13 @@ from pathlib import Path
 from typing import NamedTuple
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 from torchvision.models.mobilenetv2 import InvertedResidual, mobilenet_v2
 
 from labelgen.checkpoints import load_state_dict_file
-from student.losses import g_inverse
+from student.losses import MAX_LOG_DEPTH, MIN_LOG_DEPTH, g_inverse
 
 VARIANTS: dict[str, int] = {"L": 4, "M": 3, "S": 2, "XS": 1}
 """Variant name -> number of decoder blocks kept."""
@@ -47,9 +54,26 @@ VARIANTS: dict[str, int] = {"L": 4, "M": 3, "S": 2, "XS": 1}
 ENCODER_WIDTH = 0.35
 ENCODER_BLOCKS = 18  # stem + 17 inverted residuals: torchvision's features[0:18]
 ENCODER_TAPS = (3, 6, 13, 17)  # last encoder block at strides 4, 8, 16, 32
-DECODER_WIDTHS = (24, 24, 40, 24)
-DECODER_BOTTLENECKS = (2, 2, 3, 1)
 EXPAND_RATIO = 6
+ENCODER_STYLES = ("torchvision", "keras")
+KERAS_BN_EPS = 1e-3  # Keras BatchNormalization's epsilon (PyTorch's default is 1e-5)
+
+
+class DecoderSpec(NamedTuple):
+    """A decoder: channels after each block D1..D4, bottlenecks per block, their expansion."""
+
+    widths: tuple[int, int, int, int]
+    bottlenecks: tuple[int, int, int, int]
+    expand_ratio: int = EXPAND_RATIO
+
+
+ARCHS: dict[str, DecoderSpec] = {
+    "paper": DecoderSpec((24, 24, 24, 16), (2, 2, 3, 4)),
+    "fast": DecoderSpec((24, 24, 40, 24), (2, 2, 3, 1)),
+}
+"""Named decoders; ``paper`` is the default (see the module docstring)."""
+DEFAULT_ARCH = "paper"
+DECODER_WIDTHS, DECODER_BOTTLENECKS = ARCHS[DEFAULT_ARCH].widths, ARCHS[DEFAULT_ARCH].bottlenecks
 STRIDE = 32  # total encoder stride: inputs must be multiples of it
 MIN_LINEAR_DEPTH = 1e-3  # metres: a linear-space head's prediction is floored here (eval's lower cap)
 
@@ -61,12 +85,49 @@ class BlockOutput(NamedTuple):
     seg: Tensor | None
 
 
+class KerasPadConv2d(nn.Conv2d):
+    """A stride-2 convolution padded as Keras pads it: one zero row below, one zero column right.
+
+    Keras's MobileNetV2 puts ``ZeroPadding2D(correct_pad(...))`` before each stride-2 convolution
+    and convolves with ``padding="valid"``; on even sizes that is (top 0, bottom 1, left 0, right 1),
+    where PyTorch's ``padding=1`` pads one on every side, shifting the sampling grid by one pixel.
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        return super().forward(F.pad(x, (0, 1, 0, 1)))
+
+
+def _keras_style(features: nn.Sequential) -> None:
+    """Turn torchvision's MobileNetV2 features into Keras's layout, in place (same parameters)."""
+    for module in features.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            module.eps = KERAS_BN_EPS
+        for name, child in module.named_children():
+            if isinstance(child, nn.Conv2d) and child.stride == (2, 2) and type(child) is nn.Conv2d:
+                keras = KerasPadConv2d(
+                    child.in_channels,
+                    child.out_channels,
+                    child.kernel_size,
+                    stride=2,
+                    padding=0,
+                    groups=child.groups,
+                    bias=child.bias is not None,
+                )
+                keras.load_state_dict(child.state_dict())
+                setattr(module, name, keras)
+
+
 class MobileNetV2Encoder(nn.Module):
     """MobileNetV2 (width 0.35) up to block 17; returns the maps at strides 4, 8, 16 and 32."""
 
-    def __init__(self, width_mult: float = ENCODER_WIDTH) -> None:
+    def __init__(self, width_mult: float = ENCODER_WIDTH, style: str = "torchvision") -> None:
         super().__init__()
+        if style not in ENCODER_STYLES:
+            raise ValueError(f"encoder style must be one of {', '.join(ENCODER_STYLES)}, got {style!r}")
+        self.style = style
         self.features = mobilenet_v2(weights=None, width_mult=width_mult).features[:ENCODER_BLOCKS]
+        if style == "keras":
+            _keras_style(self.features)
         self.out_channels = tuple(self.features[i].out_channels for i in ENCODER_TAPS)
 
     def forward(self, x: Tensor) -> list[Tensor]:
@@ -130,8 +191,13 @@ class DepthSegStudent(nn.Module):
         decoder_widths: tuple[int, ...] = DECODER_WIDTHS,
         decoder_bottlenecks: tuple[int, ...] = DECODER_BOTTLENECKS,
         expand_ratio: int = EXPAND_RATIO,
+        encoder_style: str = "torchvision",
+        depth_range: tuple[float, float] = (MIN_LOG_DEPTH, MAX_LOG_DEPTH),
     ) -> None:
         super().__init__()
+        if not 0 < depth_range[0] < depth_range[1]:
+            raise ValueError(f"depth range must satisfy 0 < min < max metres, got {tuple(depth_range)}")
+        self.depth_range = (float(depth_range[0]), float(depth_range[1]))
         if len(decoder_widths) != 4 or len(decoder_bottlenecks) != 4:
             raise ValueError("decoder_widths and decoder_bottlenecks need one entry per block D1..D4")
         if not 1 <= num_blocks <= len(decoder_widths):
@@ -144,7 +210,7 @@ class DepthSegStudent(nn.Module):
         self.num_blocks = num_blocks
         self.num_classes = num_classes if seg else 0
         self.return_classes = return_classes
-        self.encoder = MobileNetV2Encoder()
+        self.encoder = MobileNetV2Encoder(style=encoder_style)
         skips = (0,) + self.encoder.out_channels[2::-1]  # D1 none, D2 stride 16, D3 stride 8, D4 stride 4
         in_channels = (self.encoder.out_channels[3],) + tuple(decoder_widths[:-1])
         self.decoder = nn.ModuleList(
@@ -180,7 +246,10 @@ class DepthSegStudent(nn.Module):
         """The last block's metric depth, and its class map when ``return_classes`` is set."""
         last_block, y = self.decoder[-1], self._decode(x)[-1]
         raw = last_block.depth_head(y)
-        depth = g_inverse(raw) if self.depth_space == "log" else raw.clamp_min(MIN_LINEAR_DEPTH)
+        if self.depth_space == "log":
+            depth = g_inverse(raw, *self.depth_range)
+        else:
+            depth = raw.clamp_min(MIN_LINEAR_DEPTH)
         if not self.return_classes:
             return depth
         return depth, last_block.seg_head(y).argmax(dim=1)
@@ -211,6 +280,14 @@ def _num_blocks(variant: str) -> int:
         raise ValueError(f"unknown variant {variant!r}; choose one of {', '.join(VARIANTS)}") from None
 
 
+def decoder_spec(arch: str) -> DecoderSpec:
+    """The named decoder (``ARCHS``); an unknown name is a one-line ValueError."""
+    try:
+        return ARCHS[arch]
+    except KeyError:
+        raise ValueError(f"unknown decoder architecture {arch!r}; choose one of {', '.join(ARCHS)}") from None
+
+
 def build_student(
     variant: str = "L",
     num_classes: int = 19,
@@ -218,24 +295,48 @@ def build_student(
     encoder_weights: str | Path | None = None,
     return_classes: bool = False,
     depth_space: str = "log",
+    arch: str = DEFAULT_ARCH,
+    encoder_style: str = "torchvision",
+    depth_range: tuple[float, float] = (MIN_LOG_DEPTH, MAX_LOG_DEPTH),
 ) -> DepthSegStudent:
     """Build a student variant (L, M, S, XS keep 4, 3, 2, 1 decoder blocks), randomly initialised.
 
-    ``encoder_weights`` is an optional torchvision-layout MobileNetV2 (width 0.35) checkpoint file;
-    nothing is ever downloaded.
+    ``arch`` names the decoder (``ARCHS``: ``paper`` or ``fast``); ``encoder_style`` the encoder's
+    padding and batch-norm convention (``torchvision`` or ``keras``); ``depth_range`` (metres) the
+    log-depth head's range m, M. ``encoder_weights`` is an optional torchvision-layout MobileNetV2
+    (width 0.35) checkpoint file; nothing is ever downloaded.
     """
-    model = DepthSegStudent(_num_blocks(variant), num_classes, seg, return_classes, depth_space)
+    spec = decoder_spec(arch)
+    model = DepthSegStudent(
+        _num_blocks(variant),
+        num_classes,
+        seg,
+        return_classes,
+        depth_space,
+        decoder_widths=spec.widths,
+        decoder_bottlenecks=spec.bottlenecks,
+        expand_ratio=spec.expand_ratio,
+        encoder_style=encoder_style,
+        depth_range=depth_range,
+    )
     if encoder_weights is not None:
         load_encoder_weights(model, encoder_weights)
     return model
 
 
 def load_encoder_weights(model: DepthSegStudent, path: str | Path) -> None:
-    """Load a torchvision MobileNetV2 (width 0.35) state dict into the encoder.
+    """Load ImageNet MobileNetV2 (width 0.35) weights into the encoder, by the file's type.
 
-    Keys ``features.18.*`` and ``classifier.*`` (the parts the student drops) are ignored; every
-    other encoder key must be present with the expected shape.
+    An HDF5 file is Keras weights (the paper's ``..._0.35_224_no_top.h5``): imported by
+    ``student.keras_weights.load_keras_encoder``, which needs ``encoder_style="keras"``. Anything
+    else is a torchvision state dict: keys ``features.18.*`` and ``classifier.*`` (the parts the
+    student drops) are ignored; every other encoder key must be present with the expected shape.
     """
+    from student.keras_weights import is_keras_weights_file, load_keras_encoder  # imports this module
+
+    if is_keras_weights_file(path):
+        load_keras_encoder(model, path)
+        return
     state = load_state_dict_file(path)
     wanted = model.encoder.state_dict()
     picked = {k: v for k, v in state.items() if k in wanted}

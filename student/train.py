@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +35,7 @@ from student import run_folder as rf
 from student.checkpoint import read_checkpoint, save_checkpoint
 from student.config import ModelConfig, TrainConfig
 from student.curves import plot_training_curves
-from student.data import LabelDataset, check_lut, find_sources, split_by_drive
+from student.data import LabelDataset, check_lut, find_sources, split_by_drive, split_by_frames
 from student.distributed import (
     DistInfo,
     barrier,
@@ -79,6 +79,48 @@ def _settings(config: TrainConfig, model_config: ModelConfig) -> dict[str, Any]:
     return {"train": config.to_dict(), "model": model_config.to_dict()}
 
 
+def encoder_weights_style(path: str | Path) -> str:
+    """``keras`` for an HDF5 file (Keras weights), else ``torchvision`` (a PyTorch state dict)."""
+    from student.keras_weights import is_keras_weights_file
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: encoder weights file not found")
+    return "keras" if is_keras_weights_file(path) else "torchvision"
+
+
+KITTI_LABEL_RANGE = (1.0, 80.0)
+"""Metres of the teacher labels used when the data declares no depth range (KITTI)."""
+
+
+def resolve_ranges(
+    config: TrainConfig, model_config: ModelConfig, data_range: tuple[float, float] | None
+) -> tuple[TrainConfig, ModelConfig, str]:
+    """Fill in the depth ranges the data decides, and the encoder convention its weights decide.
+
+    Labels: ``--min-depth/--max-depth`` when given, else the data's ``depth_range_m`` (rig layout),
+    else 1-80 m. The log-depth space G spans the data's range when it declares one, else the
+    paper's 4-80 m. Keras encoder weights switch the model to the Keras encoder style and input
+    scaling. Returns both configs and a line saying what was chosen.
+    """
+    if config.min_depth is None:
+        lo, hi = data_range or KITTI_LABEL_RANGE
+        config = replace(config, min_depth=float(lo), max_depth=float(hi))
+    if data_range is not None:
+        model_config = replace(model_config, depth_range=tuple(float(v) for v in data_range))
+    if config.encoder_weights:
+        style = encoder_weights_style(config.encoder_weights)
+        if style != model_config.encoder_style:
+            model_config = model_config.with_encoder_style(style)
+    source = "the data's depth_range_m" if data_range is not None else "KITTI defaults"
+    line = (
+        f"depth: labels {config.min_depth:g}-{config.max_depth:g} m, log space over "
+        f"{model_config.depth_range[0]:g}-{model_config.depth_range[1]:g} m ({source}); "
+        f"encoder {model_config.encoder_style}, input mean {model_config.mean} std {model_config.std}"
+    )
+    return config, model_config, line
+
+
 def _prepare_folder(run_dir: Path, settings: dict[str, Any], resume: bool) -> Path | None:
     """The checkpoint to resume from (None: start at epoch 0); refuses to overwrite another run."""
     if run_dir.exists() and not run_dir.is_dir():
@@ -113,16 +155,22 @@ def train(
                 "segmentation loss off, depth only"
             )
         model_config = ModelConfig.from_dict({**model_config.to_dict(), "seg": False})
+    config, model_config, ranges_line = resolve_ranges(config, model_config, folder.plan.depth_range())
     lut = load_lut(config.lut) if config.lut else None
     depth_range = (config.min_depth, config.max_depth)
     if lut is not None:
         check_lut(lut, sources, depth_range, name=str(config.lut))
-    train_ids, val_ids, val_drives = split_by_drive(sources.plan, config.val_drives, config.val_fraction)
+    if config.train_frames or config.val_frames:
+        train_ids, val_ids = split_by_frames(sources.plan, config.train_frames, config.val_frames)
+        val_drives = sorted({f for f in (config.val_frames,) if f})
+    else:
+        train_ids, val_ids, val_drives = split_by_drive(sources.plan, config.val_drives, config.val_fraction)
     settings = _settings(config, model_config)
 
     device_name = resolve_device(config.device)
     if device_name == "cpu":
         keep_freed_memory()  # about 2x faster CPU steps at 1056x320 (see labelgen.memory)
+    joined = torch.distributed.is_available() and torch.distributed.is_initialized()  # e.g. by ablate
     info = init_distributed("cuda" if device_name.startswith("cuda") else "cpu")
     device = _device(device_name, info)
     try:
@@ -143,13 +191,18 @@ def train(
             lut=lut,
             size=model_config.input_size,
             depth_range=depth_range,
+            mean=model_config.mean,
+            std=model_config.std,
         )
-        train_set = LabelDataset(**common, frame_ids=train_ids, augment=config.augment)
+        train_set = LabelDataset(
+            **common, frame_ids=train_ids, augment=config.augment, crop_zoom=config.crop_zoom
+        )
         val_set = (
             LabelDataset(**common, frame_ids=val_ids, full_res=True, lidar=sources.lidar) if val_ids else None
         )
         if info.is_main:
             log(_describe(config, info, len(train_set), val_set, val_drives, model_config))
+            log(ranges_line)
             if not val_ids:
                 log(
                     "note: no validation drives (one drive, or --val-fraction 0): best.pt follows the training loss"
@@ -181,13 +234,21 @@ def train(
                     "versions": {"edgedepth": __version__, "torch": torch.__version__},
                 },
             )
-        return _fit(config, model_config, info, device, train_set, val_set, start_from, progress, log)
+        return _fit(
+            config, model_config, info, device, train_set, val_set, start_from, progress, log,
+            folder.plan.layout,
+        )  # fmt: skip
     finally:
-        shutdown(info)
+        if not joined:
+            shutdown(info)
 
 
 def _describe(config, info, n_train, val_set, val_drives, model_config) -> str:
-    val = f"{len(val_set)} validation frames ({', '.join(val_drives)})" if val_set else "no validation"
+    val = (
+        f"{len(val_set)} validation frames ({', '.join(map(str, val_drives))})"
+        if val_set
+        else "no validation"
+    )
     return (
         f"training {model_config.variant} at {model_config.input_size[1]}x{model_config.input_size[0]} "
         f"({'depth + seg' if model_config.seg else 'depth only'}, {model_config.depth_space} depth) on "
@@ -196,7 +257,9 @@ def _describe(config, info, n_train, val_set, val_drives, model_config) -> str:
     )
 
 
-def _fit(config, model_config, info, device, train_set, val_set, start_from, progress, log) -> TrainResult:
+def _fit(
+    config, model_config, info, device, train_set, val_set, start_from, progress, log, folder_layout
+) -> TrainResult:
     run_dir = Path(config.out_dir)
     torch.manual_seed(config.seed)
     model = model_config.build()
@@ -212,7 +275,11 @@ def _fit(config, model_config, info, device, train_set, val_set, start_from, pro
     device_ids = [device.index] if device.type == "cuda" else None
     ddp = DistributedDataParallel(model, device_ids=device_ids) if info.enabled else model
     loss_fn = MultiScaleLoss(
-        config.alpha, config.beta, depth_space=model_config.depth_space, reducer=reducer_for(info)
+        config.alpha,
+        config.beta,
+        depth_space=model_config.depth_space,
+        reducer=reducer_for(info),
+        depth_range=model_config.depth_range,
     )
     sampler = EpochSampler(
         len(train_set), config.iters_per_epoch, config.batch_size, config.seed, info.rank, info.world_size
@@ -233,7 +300,17 @@ def _fit(config, model_config, info, device, train_set, val_set, start_from, pro
         state.epoch = epoch + 1
         if info.is_main:
             if val_set is not None:
-                row.update(validate(model, val_set, device, config.batch_size, config.workers))
+                row.update(
+                    validate(
+                        model,
+                        val_set,
+                        device,
+                        config.batch_size,
+                        config.workers,
+                        depth_range=(config.min_depth, config.max_depth),
+                        lidar_crop="garg" if folder_layout == "kitti" else "none",
+                    )
+                )
             state.history.append(row)
             _save_epoch(run_dir, state, state.update_best(row), config, model_config, writer)
             log(_epoch_line(row, state.best))

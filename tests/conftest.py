@@ -20,3 +20,17 @@ def kitti_sample() -> Path:
     if not (path / "2011_09_26" / "calib_cam_to_cam.txt").is_file():
         pytest.fail(f"{path}: KITTI sample not found (set EDGEDEPTH_KITTI_SAMPLE)")
     return path
+
+
+DEFAULT_REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
+
+
+@pytest.fixture(scope="session")
+def real_data() -> Path:
+    """The real stereo sets (middlebury2006/, kitti_tiny/): $EDGEDEPTH_REAL_DATA, else the shared copy.
+    Missing data fails the test (never skips it), in CI and elsewhere."""
+    env = os.environ.get("EDGEDEPTH_REAL_DATA")
+    path = Path(env) if env else DEFAULT_REAL
+    if not (path / "middlebury2006").is_dir() or not (path / "kitti_tiny" / "2011_09_26").is_dir():
+        pytest.fail(f"{path}: real data sets not found (set EDGEDEPTH_REAL_DATA)")
+    return path

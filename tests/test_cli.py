@@ -32,6 +32,7 @@ def test_top_level_help_shows_the_stage_groups_and_demo():
     commands = result.output.split("Commands:")[1]
     assert {line.split()[0] for line in commands.strip().splitlines()} == {
         "labelgen",
+        "data",
         "calib",
         "student",
         "demo",
@@ -55,7 +56,9 @@ def test_student_summary_prints_the_pinned_numbers():
     result = CliRunner().invoke(cli.main, ["student", "summary", "--variant", "L", "--size", "1056x320"])
     assert result.exit_code == 0, result.output
     row = result.output.strip().splitlines()[-1].split()
-    assert row == ["L", "1056x320", "528x160", "0.338", "1.723"]
+    assert row == ["L", "1056x320", "528x160", "0.320", "1.991"]  # the paper's decoder (0.32 M, 2.1 G)
+    fast = CliRunner().invoke(cli.main, ["student", "summary", "--variant", "L", "--arch", "fast"])
+    assert fast.output.strip().splitlines()[-1].split()[3:] == ["0.338", "1.723"]
 
 
 def test_summary_with_latency_adds_a_positive_column():

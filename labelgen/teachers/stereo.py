@@ -24,15 +24,30 @@ def lr_check_mask(disp_left: np.ndarray, disp_right: np.ndarray, max_diff_px: fl
 
 
 def disparity_to_depth(
-    disparity: np.ndarray, focal: float, baseline: float, valid: np.ndarray | None = None
+    disparity: np.ndarray,
+    focal: float,
+    baseline: float,
+    valid: np.ndarray | None = None,
+    doffs: float = 0.0,
 ) -> np.ndarray:
-    """Metric depth focal * baseline / disparity (float32 m); 0 where disparity <= 0 or not valid."""
+    """Metric depth focal * baseline / (disparity + doffs) as float32 metres; 0 where not valid.
+
+    ``disparity`` (H, W) is in pixels (left x minus right x), ``focal`` in pixels, ``baseline`` in
+    metres, ``doffs`` the right camera's principal point minus the left's (pixels; 0 on KITTI). A
+    pixel gets a depth only where disparity > 0, disparity + doffs > 0 and ``valid`` (when given).
+    """
     if focal <= 0 or baseline <= 0:
         raise ValueError(f"focal and baseline must be positive, got focal={focal}, baseline={baseline}")
+    if not np.isfinite(doffs):
+        raise ValueError(f"doffs must be finite, got {doffs}")
     disparity = np.asarray(disparity, dtype=np.float32)
-    usable = disparity > 0
+    shifted = disparity + np.float32(doffs)
+    usable = (disparity > 0) & (shifted > 0)
     if valid is not None:
         usable &= np.asarray(valid, dtype=bool)
     depth = np.zeros(disparity.shape, dtype=np.float32)
-    depth[usable] = np.float32(focal * baseline) / disparity[usable]
+    depth[usable] = np.float32(focal * baseline) / shifted[usable]
     return depth
+
+
+__all__ = ["disparity_to_depth", "lr_check_mask"]

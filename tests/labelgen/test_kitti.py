@@ -118,3 +118,48 @@ def test_public_split_lists_read_as_they_are(kitti_sample, name, lines, frames):
         pytest.skip(f"{path}: public split lists not beside the sample")
     entries = read_split_file(path)
     assert len(entries) == lines and len(set(entries)) == frames
+
+
+def test_doffs_is_the_right_principal_point_minus_the_left(kitti_tree):
+    """P_rect_03's principal point dx px right of P_rect_02's: doffs = dx, and the sgbm stage's depth
+    is f * B / (d + dx) for the disparity d it finds (the tree's true disparity, SHIFT px)."""
+    from labelgen.stages import SgbmStage
+    from tests.kitti_tree import BASELINE, FOCAL, SHIFT
+
+    date = kitti_tree / "2011_09_26"
+    assert read_calibration(date).doffs == 0.0 and read_calibration(date).depth_range is None
+    dx = 6.5
+    path = date / "calib_cam_to_cam.txt"
+    lines = []
+    for line in path.read_text().splitlines():
+        if line.startswith("P_rect_03:"):
+            values = [float(v) for v in line.split(":")[1].split()]
+            values[2] += dx
+            line = "P_rect_03: " + " ".join(f"{v:.6e}" for v in values)
+        lines.append(line)
+    path.write_text("\n".join(lines) + "\n")
+    calib = read_calibration(date)
+    assert calib.doffs == pytest.approx(dx) and calib.to_dict()["doffs"] == pytest.approx(dx)
+    assert calib.baseline == pytest.approx(BASELINE, rel=1e-6)
+    frame = find_frames(kitti_tree)[0]
+    out = SgbmStage().process(frame, calib, kitti_tree, None)
+    valid, disparity = out["valid"], out["disparity"] / 256.0  # stored as disparity x 256
+    assert valid.mean() > 0.7
+    assert np.median(disparity[valid]) == pytest.approx(SHIFT, abs=0.1)
+    np.testing.assert_allclose(out["depth"][valid], FOCAL * BASELINE / (disparity[valid] + dx), rtol=1e-3)
+    assert np.median(out["depth"][valid]) == pytest.approx(FOCAL * BASELINE / (SHIFT + dx), rel=2e-3)
+
+
+def test_split_file_also_takes_frame_ids_and_comments(tmp_path, kitti_tree):
+    split = tmp_path / "ids.txt"
+    split.write_text(
+        "# frames by id\n2011_09_26/2011_09_26_drive_0002_sync/0000000001\n"
+        "2011_09_28/2011_09_28_drive_0001 2 l  # monodepth2 style\n"
+    )
+    assert [f.frame_id for f in read_split_file(split)] == [
+        "2011_09_26/2011_09_26_drive_0002_sync/0000000001",
+        "2011_09_28/2011_09_28_drive_0001_sync/0000000002",
+    ]
+    split.write_text("2011_09_26/2011_09_26_drive_0002_sync/one\n")
+    with pytest.raises(ValueError, match=r"ids\.txt:1: expected .* or '<date>/<drive>_sync/<frame_index>'"):
+        read_split_file(split)

@@ -58,3 +58,50 @@ def test_plan_errors_name_the_path(tmp_path, kitti_tree):
         load_plan(tmp_path)
     with pytest.raises(ValueError, match="shard size must be at least 1"):
         plan_shards(kitti_tree, shard_size=0)
+
+
+def test_version_1_plans_load_as_kitti_with_their_plan_id(kitti_tree, tmp_path):
+    """A plan.json of schema version 1 (key kitti_root, no layout, no doffs) keeps its plan_id, so its
+    shards stay valid; planning the same inputs again keeps that file."""
+    import hashlib
+    import json
+
+    v2 = json.loads(plan_shards(kitti_tree, shard_size=3).to_json())
+    v1 = {k: v for k, v in v2.items() if k not in ("layout", "data_root", "plan_id")}
+    v1.update(schema_version=1, kitti_root=v2["data_root"])
+    for calib in v1["calibrations"].values():
+        del calib["doffs"]
+    v1_id = hashlib.sha256(json.dumps(v1, sort_keys=True).encode()).hexdigest()
+    text = json.dumps({**v1, "plan_id": v1_id}, indent=1, sort_keys=True) + "\n"
+    (tmp_path / "plan.json").write_text(text)
+    plan = load_plan(tmp_path)
+    assert (plan.layout, plan.schema_version, plan.plan_id) == ("kitti", 1, v1_id)
+    assert plan.data_root == plan.kitti_root == v2["data_root"] and plan.to_json() == text
+    assert plan.shards[0].frames[0].frame_id == "2011_09_26/2011_09_26_drive_0001_sync/0000000000"
+    write_plan(plan_shards(kitti_tree, shard_size=3), tmp_path)  # the same plan: the v1 file is kept
+    assert (tmp_path / "plan.json").read_text() == text
+    with pytest.raises(ValueError, match="a different plan exists"):
+        write_plan(plan_shards(kitti_tree, shard_size=2), tmp_path)
+
+
+def test_schema_2_records_layout_and_data_root(kitti_tree, tmp_path):
+    import json
+
+    write_plan(plan_shards(kitti_tree), tmp_path)
+    data = json.loads((tmp_path / "plan.json").read_text())
+    assert (data["schema_version"], data["layout"], data["data_root"]) == (
+        2,
+        "kitti",
+        str(kitti_tree.resolve()),
+    )
+    assert "kitti_root" not in data and data["calibrations"]["2011_09_26"]["doffs"] == 0.0
+    plan = load_plan(tmp_path)
+    assert plan.depth_range() is None and plan.layout == "kitti"
+    data["layout"] = "lego"
+    (tmp_path / "plan.json").write_text(json.dumps(data))
+    with pytest.raises(ValueError, match=r"plan\.json: unknown layout 'lego'; expected one of kitti, rig"):
+        load_plan(tmp_path)
+    data["schema_version"] = 3
+    (tmp_path / "plan.json").write_text(json.dumps(data))
+    with pytest.raises(ValueError, match=r"plan\.json: plan schema version 3 is not one of \(1, 2\)"):
+        load_plan(tmp_path)

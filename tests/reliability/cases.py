@@ -461,13 +461,12 @@ def _predict_argv(tmp: Path, checkpoint: Path) -> list[str]:
     return ["student", "predict", str(checkpoint), str(tmp / "in.png"), "--out", str(tmp / "out")]
 
 
-def _old_decoder_checkpoint(tmp: Path) -> Path:
+def _arch_mismatch_checkpoint(tmp: Path) -> Path:
     from student.checkpoint import save_checkpoint
     from student.config import ModelConfig
-    from student.model import DepthSegStudent
 
-    cfg = ModelConfig(variant="L", input_size=(64, 96))
-    model = DepthSegStudent(decoder_widths=(24, 24, 24, 16), decoder_bottlenecks=(2, 2, 3, 4))
+    cfg = ModelConfig(variant="L", input_size=(64, 96), arch="paper")
+    model = ModelConfig(variant="L", input_size=(64, 96), arch="fast").build()  # weights of the other decoder
     path = tmp / "old.pt"
     save_checkpoint(path, {"model_config": cfg.to_dict(), "model": model.state_dict(), "epoch": 0, "step": 0})
     return path
@@ -501,8 +500,10 @@ STUDENT_CASES = [
                            str(tmp / "ckpt.pt"), nothing_at("out"))),
     Case("student", "ckpt-foreign", "a plain tensor file that is not a student checkpoint", 2, "ckpt.pt",
          lambda tmp: Setup(_predict_argv(tmp, _torch_file(tmp)), str(tmp / "ckpt.pt"), nothing_at("out"))),
-    Case("student", "ckpt-old-decoder", "checkpoint of the earlier decoder (state-dict mismatch)", 2, "old.pt",
-         lambda tmp: Setup(_predict_argv(tmp, _old_decoder_checkpoint(tmp)), str(tmp / "old.pt"), nothing_at("out"))),
+    Case("student", "ckpt-arch-mismatch", "checkpoint whose weights are of another decoder than its config names", 2,
+         "old.pt",
+         lambda tmp: Setup(_predict_argv(tmp, _arch_mismatch_checkpoint(tmp)), str(tmp / "old.pt"),
+                           nothing_at("out"))),
     Case("student", "train-batch-0", "student train --batch-size 0", 2, "--batch-size",
          lambda tmp: Setup(["student", "train", str(tmp), "--out", str(tmp / "run"), "--batch-size", "0"],
                            "--batch-size", nothing_at("run"))),

@@ -202,3 +202,35 @@ def test_missing_stages_are_named(labels, tmp_path):
     with pytest.raises(ValueError, match=r"bare/images: no such label stage \(the student's input images\)"):
         find_sources(bare, "sgbm")
     assert find_sources(folder, "sgbm", seg_stage=None).seg_stage is None
+
+
+def test_crop_zoom_cuts_the_same_window_from_image_and_labels(tmp_path):
+    """With crop_zoom the sample is a random window of 1/z of each side, resized: image, depth and
+    classes stay aligned (the synthetic scene's colour encodes its depth)."""
+    from student.data import crop_window
+    from tests.student.labelfolder import make_label_folder
+
+    labels = make_label_folder(tmp_path, {"2011_09_26_drive_0001_sync": 1}, lidar=False)
+    plain = LabelDataset(
+        labels, "synth", seg="seg", size=(64, 128), augment=True, mean=(0, 0, 0), std=(1, 1, 1)
+    )
+    zoomed = LabelDataset(labels, "synth", seg="seg", size=(64, 128), augment=True, crop_zoom=2.0,
+                          mean=(0, 0, 0), std=(1, 1, 1))  # fmt: skip
+    for seed in range(5):
+        rng = np.random.default_rng(seed)  # the sample's draws: flip, then the window (then the jitter)
+        flip = bool(rng.random() < 0.5)
+        window = crop_window((64, 128), rng.uniform(1.0, 2.0), rng)
+        top, left, h, w = window
+        sample, full = zoomed[(0, seed)], plain[(0, seed)]
+        assert 32 <= h <= 64 and 64 <= w <= 128
+        depth = sample["depth"].numpy()
+        reference = LabelDataset(labels, "synth", seg="seg", size=(64, 128), full_res=True)[0][
+            "depth"
+        ].numpy()
+        expected = cv2.resize(
+            reference[top : top + h, left : left + w], (128, 64), interpolation=cv2.INTER_NEAREST
+        )
+        np.testing.assert_array_equal(depth, expected[:, ::-1] if flip else expected)
+        assert sample["labels"].shape == (64, 128) and full["depth"].shape == (64, 128)
+    with pytest.raises(ValueError, match="crop zoom must be at least 1"):
+        LabelDataset(labels, "synth", crop_zoom=0.5)

@@ -17,11 +17,11 @@ from labelgen.checkpoints import sha256_file
 from labelgen.kitti import Frame, read_calibration, read_split_file, read_velodyne
 from student.checkpoint import save_checkpoint
 from student.config import ModelConfig
+from student.eval_frames import EvalSet
 from student.evaluate import (
     CSV_COLUMNS,
     EvalResult,
     evaluate_checkpoint,
-    read_split_entries,
     resolve_split,
 )
 from student.groundtruth import lidar_groundtruth
@@ -306,10 +306,10 @@ def test_lidar_needs_scan_and_calibration(student, kitti_sample, tmp_path):
     ("name", "count", "file"),
     [("eigen", 697, "eigen_test.txt"), ("eigen_benchmark", 652, "eigen_benchmark_test.txt")],
 )
-def test_packaged_splits(name, count, file):
+def test_packaged_splits(name, count, file, tmp_path):
     resolved, path = resolve_split(name)
     assert resolved == name and path.name == file and path.parent.name == "splits"
-    entries = read_split_entries(path)
+    entries = EvalSet(tmp_path, name, gt="annotated", layout="kitti", check_images=False).frames
     assert len(entries) == count == len(read_split_file(path))
     assert {entry.side for entry in entries} == {"l"}
     assert len({entry.frame_id for entry in entries}) == count
@@ -318,7 +318,11 @@ def test_packaged_splits(name, count, file):
 def test_split_paths_and_errors(tmp_path):
     split = _split(tmp_path, f"{DATE}/{DRIVE} 5 r", f"{DATE}/{DRIVE} 0000000006", name="mine.txt")
     assert resolve_split(str(split)) == ("mine", split)
-    assert [(e.frame_id, e.side, e.cam) for e in read_split_entries(split)] == [
+
+    def entries(path):
+        return EvalSet(tmp_path, path, gt="annotated", layout="kitti", check_images=False).frames
+
+    assert [(e.frame_id, e.side, e.cam) for e in entries(split)] == [
         (FRAME_ID, "r", 3),
         (f"{DATE}/{DRIVE}/0000000006", "l", 2),
     ]
@@ -326,9 +330,9 @@ def test_split_paths_and_errors(tmp_path):
         resolve_split(str(tmp_path / "nope.txt"))
     bad_side = _split(tmp_path, f"{DATE}/{DRIVE} 5 x", name="side.txt")
     with pytest.raises(ValueError, match=r"side\.txt: line 1: side must be l or r"):
-        read_split_entries(bad_side)
+        entries(bad_side)
     with pytest.raises(ValueError, match="lists no frames"):
-        read_split_entries(_split(tmp_path, name="empty.txt"))
+        entries(_split(tmp_path, name="empty.txt"))
 
 
 # --- bad input --------------------------------------------------------------------------------------------
@@ -340,7 +344,7 @@ def test_bad_arguments_are_one_line_errors(student, kitti_sample, one_frame, tmp
     def run(**kwargs):
         args = {
             "checkpoint": path,
-            "kitti_root": kitti_sample,
+            "data_root": kitti_sample,
             "split": one_frame,
             "size": SIZE,
             "progress": False,
@@ -348,13 +352,22 @@ def test_bad_arguments_are_one_line_errors(student, kitti_sample, one_frame, tmp
         return evaluate_checkpoint(**{**args, **kwargs})
 
     cases = [
-        ({"gt": "stereo"}, ValueError, "unknown ground truth kind 'stereo'; choose one of lidar, annotated"),
+        (
+            {"gt": "stereo"},
+            ValueError,
+            "unknown ground truth kind 'stereo'; choose one of lidar, annotated, depth_gt",
+        ),
+        (
+            {"gt": "depth_gt"},
+            ValueError,
+            "ground truth 'depth_gt' is not available for the kitti layout; choose one of lidar, annotated",
+        ),
         ({"crop": "kb"}, ValueError, "unknown crop 'kb'"),
         ({"resize_in": "inverse"}, ValueError, "unknown resize mode 'inverse'"),
         ({"size": (100, 416)}, ValueError, "input height 100 is not a multiple of 32"),
         ({"batch_size": 0}, ValueError, "batch size must be at least 1"),
         ({"size": (64, 224, 3)}, ValueError, "size must be (height, width) in pixels, got (64, 224, 3)"),
-        ({"kitti_root": tmp_path / "nokitti"}, FileNotFoundError, "nokitti: KITTI root folder not found"),
+        ({"data_root": tmp_path / "nokitti"}, FileNotFoundError, "nokitti: data root folder not found"),
         (
             {"annotated_root": tmp_path / "noann"},
             FileNotFoundError,

@@ -205,3 +205,23 @@ def test_depth_only_and_dtype_override(ckpt, tmp_path):
     (depth,) = onnx_checks.run(sess, image)
     assert depth.shape == (1, 1, SIZE[0] // 16, SIZE[1] // 16) and np.all(depth > 0)
     assert json.loads((tmp_path / "manifest.json").read_text())["files"][0]["path"] == entry["path"]
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_keras_style_padding_becomes_conv_pads(tmp_path, target):
+    """A keras-style encoder's bottom/right padding is folded into the convolutions' own pads (no Pad
+    and no shape chain in the trt8 file), with the outputs unchanged."""
+    cfg = ModelConfig(input_size=SIZE).with_encoder_style("keras")
+    torch.manual_seed(0)
+    model = cfg.build().eval()
+    save_checkpoint(tmp_path / "k.pt", {"model_config": cfg.to_dict(), "model": model.state_dict()})
+    manifest = export_onnx(
+        tmp_path / "k.pt", tmp_path / "out", ("L",), SIZE, target, ("fp32",), progress=False
+    )
+    graph = onnx.load(str(tmp_path / "out" / f"student_L_{target}_fp32.onnx")).graph
+    ops = {node.op_type for node in graph.node}
+    assert "Pad" not in ops and ops <= onnx_checks.ALLOWED_OPS[target]
+    asymmetric = [n for n in graph.node if n.op_type == "Conv" and any(
+        a.name == "pads" and list(a.ints) == [0, 0, 1, 1] for a in n.attribute)]  # fmt: skip
+    assert len(asymmetric) == 5  # the stem and the four stride-2 depthwise convolutions
+    assert manifest.files[0]["parity"]["max_rel_err"] < onnx_checks.FP32_MAX_REL_ERR

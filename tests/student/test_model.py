@@ -9,8 +9,10 @@ from torchvision.models import mobilenet_v2
 
 from student.losses import MultiScaleLoss, g_inverse
 from student.model import (
+    ARCHS,
     VARIANTS,
     BlockOutput,
+    KerasPadConv2d,
     build_student,
     count_macs,
     count_parameters,
@@ -46,29 +48,83 @@ def full_model() -> nn.Module:
     return build_student("L", num_classes=19, seg=True)
 
 
-def test_full_model_has_the_papers_parameter_count(full_model):
-    params = count_parameters(full_model)
-    assert 0.30e6 <= params <= 0.34e6  # paper: 0.32 M
-    assert params == 337_728  # pinned: a change here changes the architecture and its checkpoints
+# Pinned per decoder: a change here changes the architecture and its checkpoints.
+PINNED = {  # arch: (parameters, multiply-adds at 1056x320 with the class map, state-dict keys)
+    "paper": (320_408, 1_991_473_440, 520),
+    "fast": (337_728, 1_723_164_960, 466),
+}
 
 
-def test_full_model_multiply_adds_at_1056x320(full_model):
+def test_the_default_decoder_is_the_papers():
+    model = build_student("L")
+    assert model.decoder[3].bottlenecks[-1].out_channels == 16 and ARCHS["paper"].widths == (24, 24, 24, 16)
+    # the paper's description: 2 to 4 bottlenecks in every block
+    assert [len(block.bottlenecks) for block in model.decoder] == [2, 2, 3, 4]
+    assert all(2 <= n <= 4 for n in ARCHS["paper"].bottlenecks)
+
+
+@pytest.mark.parametrize("arch", sorted(PINNED))
+def test_parameters_and_multiply_adds_are_pinned(arch):
+    params, macs, keys = PINNED[arch]
+    model = build_student("L", num_classes=19, seg=True, arch=arch, return_classes=True)
+    assert count_parameters(model) == params and len(model.state_dict()) == keys
+    assert count_macs(model, KITTI) == macs == conv_macs_by_hooks(model, KITTI)
+    if arch == "paper":  # the paper's budget: 0.32 M parameters, 2.1 G multiply-adds
+        assert 0.30e6 <= params <= 0.34e6 and 1.9e9 <= macs <= 2.3e9
+
+
+def test_multiply_adds_agree_with_torchs_flop_counter(full_model):
+    from torch.utils.flop_counter import FlopCounterMode
+
     full_model.return_classes = True
-    macs = count_macs(full_model, KITTI)
-    assert 1.7e9 <= macs <= 2.5e9  # paper: 2.1 G
-    assert macs == conv_macs_by_hooks(full_model, KITTI)
+    full_model.eval()
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        full_model(torch.zeros(1, 3, *KITTI))
+    assert count_macs(full_model, KITTI) == counter.get_total_flops() // 2 == PINNED["paper"][1]
     assert full_model.return_classes is True  # count_macs restores the model's settings
     full_model.return_classes = False
 
 
+def test_keras_style_encoder_pads_bottom_right_and_keeps_parameters():
+    torch.manual_seed(0)
+    tv = build_student("L", encoder_style="torchvision").eval()
+    keras = build_student("L", encoder_style="keras").eval()
+    strided = [m for m in keras.encoder.modules() if isinstance(m, KerasPadConv2d)]
+    assert len(strided) == 5 and all(m.padding == (0, 0) for m in strided)  # stem + 4 depthwise
+    bn_eps = {m.eps for m in keras.encoder.modules() if isinstance(m, nn.BatchNorm2d)}
+    assert bn_eps == {1e-3}
+    assert list(keras.state_dict()) == list(tv.state_dict()) and count_parameters(keras) == count_parameters(
+        tv
+    )
+    keras.load_state_dict(tv.state_dict())
+    x = torch.rand(1, 3, 64, 96)
+    conv = tv.encoder.features[0][0]
+    # Keras: zero row below / column right, valid conv; PyTorch: one zero on every side.
+    expected = nn.functional.conv2d(nn.functional.pad(x, (0, 1, 0, 1)), conv.weight, stride=2)
+    torch.testing.assert_close(strided[0](x), expected)
+    assert not torch.allclose(strided[0](x), conv(x))
+
+
+def test_depth_range_sets_the_log_space(full_model):
+    near = build_student("L", depth_range=(1.3, 3.0)).eval()
+    near.load_state_dict(full_model.state_dict())
+    x = torch.rand(1, 3, 64, 96)
+    raw = near.decoder[-1].depth_head(near._decode(x)[-1])
+    torch.testing.assert_close(near(x), g_inverse(raw, 1.3, 3.0))
+    with pytest.raises(ValueError, match="depth range"):
+        build_student("L", depth_range=(3.0, 1.0))
+    with pytest.raises(ValueError, match="unknown decoder architecture 'big'; choose one of paper, fast"):
+        build_student("L", arch="big")
+
+
 def test_count_macs_counts_the_class_map_of_a_multitask_model(full_model):
     depth_only = conv_macs_by_hooks(full_model, EDGE)  # return_classes off: no seg head
-    assert count_macs(full_model, EDGE) == depth_only + 160 * 240 * 24 * 19
+    assert count_macs(full_model, EDGE) == depth_only + 160 * 240 * 16 * 19  # D4's 16 channels x 19 classes
 
 
 def test_state_dict_keys_are_stable(full_model):
     keys = list(full_model.state_dict())
-    assert len(keys) == 466  # encoder 306 + 8 bottlenecks x 18 + 4 blocks x 4 head keys
+    assert len(keys) == 520  # encoder 306 + 11 bottlenecks x 18 + 4 blocks x 4 head keys
     assert keys[0] == "encoder.features.0.0.weight"
     assert "encoder.features.17.conv.2.weight" in keys and "encoder.features.18.0.weight" not in keys
     assert keys[-4:] == [
@@ -205,3 +261,28 @@ def test_every_parameter_gets_a_finite_gradient_from_the_loss():
     for name, param in model.named_parameters():
         assert param.grad is not None, f"{name} got no gradient"
         assert torch.isfinite(param.grad).all(), name
+
+
+def test_version_1_checkpoints_load_as_the_fast_decoder(tmp_path):
+    """Checkpoints written before ``arch`` existed hold the decoder now called ``fast``."""
+    from student.checkpoint import FORMAT, load_student, read_checkpoint
+    from student.config import ModelConfig
+
+    fast = ModelConfig(input_size=(64, 96), arch="fast")
+    old_config = {
+        k: v for k, v in fast.to_dict().items() if k not in ("arch", "encoder_style", "depth_range")
+    }
+    torch.manual_seed(0)
+    model = fast.build()
+    torch.save({"format": FORMAT, "format_version": 1, "model_config": old_config, "model": model.state_dict()},
+               tmp_path / "v1.pt")  # fmt: skip
+    assert read_checkpoint(tmp_path / "v1.pt")["model_config"]["arch"] == "fast"
+    loaded, config = load_student(tmp_path / "v1.pt")
+    assert config.arch == "fast" and config.depth_range == (4.0, 80.0)
+    x = torch.rand(1, 3, 64, 96)
+    torch.testing.assert_close(loaded(x), model.eval()(x))
+    torch.save(
+        {"format": FORMAT, "format_version": 9, "model_config": old_config, "model": {}}, tmp_path / "v9.pt"
+    )
+    with pytest.raises(ValueError, match="format version 9, this edgedepth reads 1 and 2"):
+        read_checkpoint(tmp_path / "v9.pt")

@@ -302,3 +302,58 @@ def test_mixed_precision_and_encoder_weights(labels, tmp_path):
     stem = torch.load(encoder, weights_only=True)["features.0.0.weight"]
     torch.testing.assert_close(state["model"]["encoder.features.0.0.weight"], stem, atol=1e-9, rtol=0)
     assert json.loads((tmp_path / "run" / rf.CONFIG_FILE).read_text())["train"]["amp"] is True
+
+
+# --- frame lists, depth ranges from the data ---------------------------------------------------------
+
+
+def test_frame_lists_choose_the_training_and_validation_frames(labels, tmp_path):
+    from labelgen.plan import load_plan
+
+    frames = load_plan(labels).frame_ids  # 3 frames of drive 1, 2 of drive 2
+    (tmp_path / "train.txt").write_text("\n".join(frames[:2]) + "\n")
+    (tmp_path / "val.txt").write_text(f"# validation\n{frames[3]}\n")
+    run = tmp_path / "run"
+    cfg = config(labels, run, epochs=1, iters_per_epoch=1, val_drives=None)
+    cfg = replace(cfg, train_frames=str(tmp_path / "train.txt"), val_frames=str(tmp_path / "val.txt"))
+    train(cfg, ModelConfig(input_size=SIZE), progress=False, log=quiet)
+    split = json.loads((run / rf.SPLIT_FILE).read_text())
+    assert split["train_frames"] == frames[:2] and split["val_frames"] == [frames[3]]
+    with open(run / rf.METRICS_FILE) as handle:
+        assert math.isfinite(float(next(csv.DictReader(handle))["val_teacher/rmse"]))
+
+    (tmp_path / "bad.txt").write_text(f"{frames[0]}\n2011_09_26/2011_09_26_drive_0009_sync/0000000000\n")
+    with pytest.raises(ValueError, match=r"bad\.txt: 1 listed frames are not in the plan"):
+        train(replace(cfg, out_dir=str(tmp_path / "r2"), train_frames=str(tmp_path / "bad.txt")),
+              ModelConfig(input_size=SIZE), progress=False, log=quiet)  # fmt: skip
+    (tmp_path / "both.txt").write_text(f"{frames[3]}\n")
+    with pytest.raises(ValueError, match=r"train\.txt: 1 frames are also validation frames"):
+        (tmp_path / "train.txt").write_text(f"{frames[0]}\n{frames[3]}\n")
+        train(replace(cfg, out_dir=str(tmp_path / "r3"), val_frames=str(tmp_path / "both.txt")),
+              ModelConfig(input_size=SIZE), progress=False, log=quiet)  # fmt: skip
+    with pytest.raises(ValueError, match="validation drives or frame lists"):
+        replace(cfg, val_drives=("2011_09_26_drive_0002_sync",))
+
+
+def test_rig_data_sets_the_label_and_log_depth_ranges(tmp_path):
+    """calib.json's depth_range_m becomes the label range and the log space's (m, M)."""
+    from labelgen.plan import plan_shards, write_plan
+    from labelgen.run import run_stages
+    from tests.rig_tree import DEPTH_RANGE, make_rig_tree
+
+    root = make_rig_tree(tmp_path / "rig", {"seq_a": 2, "seq_b": 1})
+    labels = tmp_path / "labels"
+    write_plan(plan_shards(root), labels)
+    run_stages(labels, ["images", "sgbm"], workers=1, progress=False)
+    lines: list[str] = []
+    cfg = TrainConfig(labels_dir=str(labels), out_dir=str(tmp_path / "run"), teacher="sgbm", epochs=1,
+                      iters_per_epoch=1, batch_size=2, workers=0, val_drives=("seq_b",))  # fmt: skip
+    train(cfg, ModelConfig(input_size=(64, 160)), progress=False, log=lines.append)
+    saved = json.loads((tmp_path / "run" / rf.CONFIG_FILE).read_text())
+    assert (saved["train"]["min_depth"], saved["train"]["max_depth"]) == tuple(DEPTH_RANGE)
+    assert saved["model"]["depth_range"] == DEPTH_RANGE and saved["model"]["arch"] == "paper"
+    assert any(
+        "labels 0.5-50 m, log space over 0.5-50 m (the data's depth_range_m)" in line for line in lines
+    )
+    _, model_config = load_student(tmp_path / "run" / rf.LAST)
+    assert model_config.depth_range == tuple(DEPTH_RANGE)
