@@ -9,7 +9,7 @@ from __future__ import annotations
 import html
 from pathlib import Path
 
-from demo.pipeline import DemoResult, Step
+from demo.result import DemoResult, Step
 from labelgen.atomic import write_text_atomic
 
 STYLE = """
@@ -31,10 +31,12 @@ def _timing_rows(result: DemoResult) -> list[tuple[str, str, str]]:
 
 def _settings_text(result: DemoResult) -> str:
     s = result.settings
-    return (
-        f"bias bins of {s.bin_width:g} m over {s.min_depth:g}-{s.max_depth:g} m; student trained at "
-        f"{s.train_size[1]}x{s.train_size[0]}."
-    )
+    if s.bin_width is None or s.min_depth is None or s.max_depth is None:
+        bins = "bias bins over the data's depth range"
+    else:
+        source = f" ({s.depth_source})" if s.depth_source else ""
+        bins = f"bias bins of {s.bin_width:g} m over {s.min_depth:g}-{s.max_depth:g} m{source}"
+    return f"{bins}; student trained at {s.train_size[1]}x{s.train_size[0]}."
 
 
 def _overview(result: DemoResult) -> Step | None:

@@ -1,10 +1,10 @@
 """The teachers against the ground truth, and the figures that show them side by side.
 
-The ground truth of a frame is KITTI's annotated depth map when the tree has one (the embedded
-Motorcycle data writes its dense ground truth in that place), else the frame's LiDAR scan projected
-with the public protocol (``student.groundtruth.lidar_groundtruth``). A teacher is scored on the
-pixels where both it and the ground truth have a value; ``coverage`` is the share of ground-truth
-pixels the teacher keeps (SGBM drops occlusions and untextured areas by design).
+Each depth stage is scored by ``student.evaluate.score_teacher`` (what ``edgedepth labelgen score``
+runs) on an ``EvalSet``: its ground truth, crop and depth range are the student package's, for
+KITTI and rig data alike. A teacher is scored on the pixels where both it and the ground truth have
+a value; ``coverage`` is the share of ground-truth pixels the teacher keeps (SGBM drops occlusions
+and untextured areas by design).
 """
 
 from __future__ import annotations
@@ -15,74 +15,44 @@ from pathlib import Path
 import numpy as np
 
 from labelgen.atomic import save_figure
-from labelgen.kitti import Calibration, Frame, read_velodyne
-from labelgen.shards import LabelReader
-from student.groundtruth import annotated_groundtruth_path, lidar_groundtruth, read_annotated
-from student.metrics import compute_errors
+from student.eval_frames import EvalSet
 
 DEPTH_CMAP = "turbo_r"
 
 
 @dataclass(frozen=True)
 class TeacherScore:
-    """One teacher over every frame: metrics pooled over all compared pixels."""
+    """One teacher over every frame: metrics averaged over the frames (as ``labelgen score``)."""
 
     stage: str
     frames: int
-    pixels: int
-    coverage: float  # compared pixels / ground-truth pixels
+    pixels: int  # ground-truth pixels scored (those the teacher labels)
+    coverage: float  # scored pixels / ground-truth pixels
     metrics: dict[str, float]
-
-
-def frame_groundtruth(root: Path, frame: Frame, calib: Calibration) -> tuple[np.ndarray, str] | None:
-    """((H, W) metres, 0 = none; what it is) of one frame, or None when it has none."""
-    path = annotated_groundtruth_path(root, frame)
-    if path is not None:
-        return read_annotated(path), "annotated depth map"
-    scan = frame.velodyne_path(root)
-    if scan.is_file() and scan.stat().st_size:
-        return lidar_groundtruth(read_velodyne(scan), calib), "raw LiDAR scan"
-    return None
+    protocol: str = ""
 
 
 def score_teachers(
-    labels_dir: str | Path, root: str | Path, stages: list[str], max_depth: float = 80.0
-) -> tuple[list[TeacherScore], str]:
-    """Each depth stage of ``stages`` against the ground truth; also says what the ground truth was."""
-    reader = LabelReader(labels_dir, stages)
-    plan, root = reader.plan, Path(root)
-    pooled = {s: ([], [], 0, 0) for s in stages}
-    kinds: set[str] = set()
-    try:
-        for i, frame_id in enumerate(reader.frame_ids):
-            frame = Frame.from_id(frame_id)
-            found = frame_groundtruth(root, frame, plan.calibrations[frame.date])
-            if found is None:
-                continue
-            gt, kind = found
-            kinds.add(kind)
-            item = reader[i]
-            has_gt = (gt > 0) & (gt <= max_depth)
-            for stage in stages:
-                depth = np.asarray(item[f"{stage}/depth"], dtype=np.float32)
-                if depth.shape != gt.shape:
-                    continue
-                both = has_gt & (depth > 0)
-                gts, preds, frames, total = pooled[stage]
-                gts.append(gt[both])
-                preds.append(depth[both])
-                pooled[stage] = (gts, preds, frames + 1, total + int(has_gt.sum()))
-    finally:
-        reader.close()
+    labels_dir: str | Path,
+    stages: list[str],
+    eval_set: EvalSet,
+    out_dir: str | Path | None = None,
+    progress: bool = False,
+) -> list[TeacherScore]:
+    """Each depth stage of ``stages`` against ``eval_set``'s ground truth; with ``out_dir``, each
+    result is also saved as ``score_<stage>.json`` (+ ``_frames.csv``), as ``labelgen score --out``."""
+    from student.evaluate import score_teacher
+
     scores = []
-    for stage, (gts, preds, frames, total) in pooled.items():
-        gt = np.concatenate(gts) if gts else np.zeros(0, np.float32)
-        if gt.size:
-            pred = np.concatenate(preds)
-            scores.append(
-                TeacherScore(stage, frames, int(gt.size), gt.size / max(total, 1), compute_errors(gt, pred))
-            )
-    return scores, " and ".join(sorted(kinds)) or "none"
+    for stage in stages:
+        result = score_teacher(labels_dir, stage, eval_set, progress=progress)
+        if out_dir is not None:
+            result.save(Path(out_dir) / f"score_{stage}.json")
+        pixels = sum(int(row["gt_pixels"]) for row in result.per_frame)
+        prov = result.provenance
+        scores.append(TeacherScore(stage, result.frames, pixels, float(prov["coverage"]), result.metrics,
+                                   prov["protocol"]))  # fmt: skip
+    return scores
 
 
 def format_scores(scores: list[TeacherScore]) -> str:
@@ -134,4 +104,4 @@ def side_by_side(
         plt.close(fig)
 
 
-__all__ = ["TeacherScore", "format_scores", "frame_groundtruth", "score_teachers", "side_by_side"]
+__all__ = ["TeacherScore", "format_scores", "score_teachers", "side_by_side"]

@@ -79,13 +79,13 @@ class AblateSettings:
     teacher: str = "psmnet"
     configs: tuple[str, ...] = tuple(CONFIGS)
     seeds: int = 3
-    size: tuple[int, int] | None = None  # (h, w); None: picked by the budget or DEFAULT_WIDTH
+    size: tuple[int, int] | None = None  # (h, w); None: picked by the budget, else DEFAULT_WIDTH wide
     epochs: int = 4
-    iters_per_epoch: int = 250
+    iters_per_epoch: int = 75
     batch_size: int = 8
     lr: float = 1e-3
     lr_decay: float = 0.7
-    crop_zoom: float = 1.5
+    crop_zoom: float = 1.0
     train_frames: str | None = None
     val_frames: str | None = None
     eval_frames: str | None = None

@@ -19,9 +19,11 @@ from labelgen.folder import LabelFolder
 from labelgen.kitti import read_image
 from student import run_folder as rf
 
-MIN_STEPS = 600
+MIN_STEPS = 300
 """A budget run gets at least this many optimiser steps: the largest input size that allows them is
-picked (chosen on the Middlebury training scenes' validation split, docs/experiments.md)."""
+picked. On the Middlebury validation scenes 300 steps at 224x192 scored as 600 at 160x128
+(docs/experiments.md)."""
+DEFAULT_WIDTH = 224  # the input width without a budget or a size (the height follows the data)
 WIDTHS = (448, 384, 320, 288, 256, 224, 192, 160, 128)
 """Input widths a budget tries, largest first; the height follows the data's aspect ratio."""
 EPOCHS = 4  # a budget run's steps are split into this many epochs (the learning rate decays between)
@@ -49,12 +51,12 @@ class Budget:
         )
 
 
-def data_aspect(folder: LabelFolder) -> float:
-    """Height / width of the folder's images (the frame-weighted median over shards)."""
+def data_shape(folder: LabelFolder) -> tuple[float, int]:
+    """(height / width, width in px) of the folder's images: frame-weighted medians over shards."""
     sizes = [s.image_size for s in folder.plan.shards for _ in s.frame_ids if min(s.image_size) > 0]
     if not sizes:
         raise ValueError(f"{folder.given}: the plan records no image size")
-    return float(np.median([h / w for h, w in sizes]))
+    return float(np.median([h / w for h, w in sizes])), int(np.median([w for _, w in sizes]))
 
 
 def size_for(width: int, aspect: float) -> tuple[int, int]:
@@ -89,12 +91,13 @@ def step_seconds(settings: Any, size: tuple[int, int], seg: bool) -> float:
 
 def pick_budget(settings: Any, folder: LabelFolder, runs: int, log: Callable[[str], None] | None) -> Budget:
     """The size and steps of every run: the settings' own without a budget; with
-    ``budget_minutes``, the largest input (``WIDTHS``) whose probed step time allows ``MIN_STEPS``
-    steps per run within ``budget_minutes / runs`` (less ``OVERHEAD_S``), and as many steps as fit."""
-    aspect = data_aspect(folder)
+    ``budget_minutes``, the largest input (``WIDTHS``, no wider than the images) whose probed step
+    time allows ``MIN_STEPS`` steps per run within ``budget_minutes / runs`` (less ``OVERHEAD_S``),
+    and as many steps as fit."""
+    aspect, image_width = data_shape(folder)
     seg = folder.has_stage("seg")
     if settings.budget_minutes is None:
-        size = settings.size or size_for(256, aspect)
+        size = settings.size or size_for(DEFAULT_WIDTH, aspect)
         steps = settings.epochs * settings.iters_per_epoch
         seconds = step_seconds(settings, size, seg) * steps + OVERHEAD_S
         return Budget(
@@ -103,7 +106,7 @@ def pick_budget(settings: Any, folder: LabelFolder, runs: int, log: Callable[[st
     per_run = settings.budget_minutes * 60.0 / runs - OVERHEAD_S
     if per_run <= 0:
         raise ValueError(f"--budget-minutes {settings.budget_minutes:g} leaves no time for {runs} runs")
-    widths = [settings.size[1]] if settings.size else list(WIDTHS)
+    widths = [settings.size[1]] if settings.size else [w for w in WIDTHS if w <= image_width] or [WIDTHS[-1]]
     for width in widths:
         size = settings.size or size_for(width, aspect)
         seconds = step_seconds(settings, size, seg)
@@ -243,7 +246,7 @@ def fit_training_lut(
 
 __all__ = [
     "Budget",
-    "data_aspect",
+    "data_shape",
     "fit_training_lut",
     "label_median",
     "measure_speed",

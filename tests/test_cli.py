@@ -98,8 +98,8 @@ def test_cuda_request_without_gpu_is_explained(monkeypatch):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--split-file", "frames.txt"], "--split-file needs --kitti-root"),
-        (["--kitti-root", "{tmp}/nowhere"], "{tmp}/nowhere: KITTI root folder not found"),
+        (["--split-file", "frames.txt"], "--split-file needs --data-root"),
+        (["--data-root", "{tmp}/nowhere"], "{tmp}/nowhere: data root folder not found"),
         (["--psmnet-checkpoint", "{tmp}/psmnet.tar"], "{tmp}/psmnet.tar: checkpoint file not found"),
     ],
 )

@@ -41,7 +41,22 @@ SOURCE_FILES = ("view1.png", "view5.png", "disp1.png")
 HELDOUT = ("Aloe", "Baby2", "Bowling1", "Cloth3", "Lampshade1", "Rocks2")
 TRAINING = ("Baby1", "Baby3", "Bowling2", "Cloth1", "Cloth2", "Cloth4", "Flowerpots", "Lampshade2",
             "Midd1", "Midd2", "Monopoly", "Plastic", "Rocks1", "Wood1", "Wood2")  # fmt: skip
-SPLITS = {"splits/train.txt": TRAINING, "splits/heldout.txt": HELDOUT}
+VALIDATION = TRAINING[2::5]
+"""Bowling2, Lampshade2, Rocks1: every fifth training scene by name from the third, for choosing
+settings and checkpoints (``student train/ablate --val-frames``); FIT trains."""
+FIT = tuple(name for name in TRAINING if name not in VALIDATION)
+SPLITS = {
+    "splits/train.txt": TRAINING,
+    "splits/heldout.txt": HELDOUT,
+    "splits/fit.txt": FIT,
+    "splits/val.txt": VALIDATION,
+}
+_SPLIT_NOTES = {
+    "train": "the fixed split's training scenes (fit + val)",
+    "heldout": "the fixed split's held-out scenes: never tune settings on them",
+    "fit": "the training scenes less the validation ones",
+    "val": "every fifth training scene by name from the third: choose settings and checkpoints here",
+}
 
 
 def _scene_dirs(src: Path, scenes: Sequence[str] | None) -> list[Path]:
@@ -149,16 +164,14 @@ def _import_scene(scene: Path, writer: RigWriter, dmin_px_full: float) -> None:
 
 
 def write_splits(out: Path, writer: RigWriter) -> tuple[str, ...]:
-    """``splits/train.txt`` and ``heldout.txt`` listing the split's scenes present in ``out``."""
+    """``splits/train.txt``, ``heldout.txt`` (the public split), ``fit.txt`` and ``val.txt`` (the training
+    scenes split for validation) listing the split's scenes present in ``out``."""
     present = {p.parent.name for p in out.glob(f"*/{CALIB_FILE}")}
     written = []
     for relative, names in SPLITS.items():
         scenes = [name for name in sorted(names) if name in present]
         if scenes:
-            header = (
-                f"# Middlebury 2006 fixed split ({Path(relative).stem}): never tune settings on the "
-                "held-out scenes\n"
-            )
+            header = f"# Middlebury 2006 ({Path(relative).stem}): {_SPLIT_NOTES[Path(relative).stem]}\n"
             writer.text(relative, header + "".join(f"{scene}/{FRAME}\n" for scene in scenes))
             written.append(relative)
     return tuple(written)

@@ -100,12 +100,20 @@ def test_simulated_lidar_lies_on_the_ground_truth(middlebury):
 
 def test_middlebury_split_lists_and_reimport_gives_the_same_bytes(middlebury):
     src, out, report, _ = middlebury
-    assert report.splits == ("splits/train.txt", "splits/heldout.txt")
+    assert report.splits == ("splits/train.txt", "splits/heldout.txt", "splits/fit.txt")  # no val scene here
     assert [f.frame_id for f in read_frame_list(out / "splits" / "heldout.txt", "rig")] == ["Aloe/view1"]
     assert [f.frame_id for f in read_frame_list(out / "splits" / "train.txt", "rig")] == ["Baby1/view1"]
+    assert [f.frame_id for f in read_frame_list(out / "splits" / "fit.txt", "rig")] == ["Baby1/view1"]
     before = tree_digest(out)
     import_middlebury(src, out, scenes=list(SCENES), progress=False)
     assert tree_digest(out) == before
+
+
+def test_the_validation_scenes_are_every_fifth_training_scene():
+    from labelgen.importers.middlebury import FIT, HELDOUT, TRAINING, VALIDATION
+
+    assert VALIDATION == ("Bowling2", "Lampshade2", "Rocks1") and len(FIT) == 12
+    assert set(FIT) | set(VALIDATION) == set(TRAINING) and not set(TRAINING) & set(HELDOUT)
 
 
 def test_sgbm_teacher_reproduces_middlebury_depth_through_plan_and_run(middlebury, tmp_path):

@@ -154,7 +154,7 @@ def test_mean_ci_is_students_t():
 
 
 def test_budget_picks_the_largest_size_that_allows_enough_steps(data, tmp_path, monkeypatch):
-    seconds = {192: 0.9, 160: 0.5, 128: 0.2}  # per step, by input width
+    seconds = {160: 0.9, 128: 0.2}  # per step, by input width (none wider than the 160 px images is tried)
 
     def fake(settings, size, seg):
         return seconds.get(size[1], 2.0)
@@ -166,11 +166,11 @@ def test_budget_picks_the_largest_size_that_allows_enough_steps(data, tmp_path, 
     budget = ablate_runs.pick_budget(
         settings(data, tmp_path, size=None, budget_minutes=40), folder, 4, lines.append
     )
-    assert budget.size == (64, 192)  # 64 x 160 images: aspect 0.4 -> 76.8 px -> 64 (multiple of 32)
+    assert budget.size == (64, 160)  # the images' aspect, 0.4: 64 px high (a multiple of 32)
     assert budget.epochs == ablate_runs.EPOCHS and budget.iters == int(580 / 0.9) // ablate_runs.EPOCHS
-    assert len(lines) == sum(1 for w in ablate_runs.WIDTHS if w >= 192)
+    assert lines == ["budget probe: 160x64 takes 0.90 s per step of batch 2"]
     tight = ablate_runs.pick_budget(settings(data, tmp_path, size=None, budget_minutes=2), folder, 4, None)
-    assert tight.size[1] == ablate_runs.WIDTHS[-1] and "fewer than" in tight.reason
+    assert tight.size == (64, 128) and "fewer than" in tight.reason  # 128: the smallest width
     with pytest.raises(ValueError, match="leaves no time for 4 runs"):
         ablate_runs.pick_budget(settings(data, tmp_path, size=None, budget_minutes=1), folder, 4, None)
 
