@@ -11,8 +11,9 @@ Augmentation (training only, on by default) keeps the labels consistent: a horiz
 image, depth and class map together (p = 0.5), colour jitter on the image alone (brightness,
 contrast and saturation factors in [0.8, 1.2], hue shift in [-0.1, 0.1] of a turn, applied in that
 order) and, with ``crop_zoom`` s > 1, a random crop of 1/z of each side (z uniform in [1, s], at a
-uniformly drawn position) resized to the input size, the same window for image and labels; depth
-values are kept (the crop is a zoom of the same camera, not a closer scene). Its random draws come from the sample's own seed, given by ``student.sampler``, so a run's
+uniformly drawn position) resized to the input size, the same window for image and labels, with the
+depth labels divided by z: a z-times zoom looks like a z-times closer scene (the scale augmentation
+of Eigen et al., NIPS 2014). Its random draws come from the sample's own seed, given by ``student.sampler``, so a run's
 augmentations depend on neither the number of loader workers nor a resume.
 """
 
@@ -298,9 +299,10 @@ class LabelDataset(Dataset):
         flip = bool(rng.random() < 0.5) if rng is not None else False
         height, width = self.size
         full = item["images/image"]
-        window = None
+        window, zoom = None, 1.0
         if rng is not None and self.crop_zoom > 1.0 and not self.full_res:
-            window = crop_window(full.shape[:2], rng.uniform(1.0, self.crop_zoom), rng)
+            zoom = float(rng.uniform(1.0, self.crop_zoom))
+            window = crop_window(full.shape[:2], zoom, rng)
         image = cv2.resize(_cut(full, window), (width, height), interpolation=cv2.INTER_AREA)
         image = image.astype(np.float32) / 255.0
         if rng is not None:
@@ -312,7 +314,8 @@ class LabelDataset(Dataset):
             if self.lidar:
                 sample["lidar"] = torch.from_numpy(np.asarray(item["lidar/depth"], dtype=np.float32))
         else:
-            sample["depth"] = torch.from_numpy(_flip(_nearest(_cut(depth, window), self.size), flip))
+            zoomed = _nearest(_cut(depth, window), self.size) / np.float32(zoom)
+            sample["depth"] = torch.from_numpy(_flip(zoomed, flip))
         if self.seg:
             labels = _flip(_nearest(_cut(item[f"{self.seg}/seg"], window), self.size), flip)
             sample["labels"] = torch.from_numpy(labels.astype(np.int64))

@@ -30,6 +30,8 @@ def real_data() -> Path:
     """The real stereo sets (middlebury2006/, kitti_tiny/): $EDGEDEPTH_REAL_DATA, else the shared copy.
     Missing data fails the test (never skips it), in CI and elsewhere."""
     env = os.environ.get("EDGEDEPTH_REAL_DATA")
+    if not env and os.environ.get("CI"):
+        pytest.fail("EDGEDEPTH_REAL_DATA is not set; .ci/run must point it at the real data sets")
     path = Path(env) if env else DEFAULT_REAL
     if not (path / "middlebury2006").is_dir() or not (path / "kitti_tiny" / "2011_09_26").is_dir():
         pytest.fail(f"{path}: real data sets not found (set EDGEDEPTH_REAL_DATA)")

@@ -205,8 +205,8 @@ def test_missing_stages_are_named(labels, tmp_path):
 
 
 def test_crop_zoom_cuts_the_same_window_from_image_and_labels(tmp_path):
-    """With crop_zoom the sample is a random window of 1/z of each side, resized: image, depth and
-    classes stay aligned (the synthetic scene's colour encodes its depth)."""
+    """With crop_zoom the sample is a random window of 1/z of each side, resized, its depth divided
+    by z: image, depth and classes stay aligned."""
     from student.data import crop_window
     from tests.student.labelfolder import make_label_folder
 
@@ -219,7 +219,8 @@ def test_crop_zoom_cuts_the_same_window_from_image_and_labels(tmp_path):
     for seed in range(5):
         rng = np.random.default_rng(seed)  # the sample's draws: flip, then the window (then the jitter)
         flip = bool(rng.random() < 0.5)
-        window = crop_window((64, 128), rng.uniform(1.0, 2.0), rng)
+        zoom = rng.uniform(1.0, 2.0)
+        window = crop_window((64, 128), zoom, rng)
         top, left, h, w = window
         sample, full = zoomed[(0, seed)], plain[(0, seed)]
         assert 32 <= h <= 64 and 64 <= w <= 128
@@ -230,6 +231,7 @@ def test_crop_zoom_cuts_the_same_window_from_image_and_labels(tmp_path):
         expected = cv2.resize(
             reference[top : top + h, left : left + w], (128, 64), interpolation=cv2.INTER_NEAREST
         )
+        expected = expected / np.float32(zoom)  # a z-times zoom looks z times closer
         np.testing.assert_array_equal(depth, expected[:, ::-1] if flip else expected)
         assert sample["labels"].shape == (64, 128) and full["depth"].shape == (64, 128)
     with pytest.raises(ValueError, match="crop zoom must be at least 1"):
