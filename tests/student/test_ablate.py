@@ -144,6 +144,31 @@ def test_held_out_frames_may_not_train(data, tmp_path):
     ]
 
 
+def test_the_bias_table_is_a_median_over_training_frames_only(data, tmp_path):
+    """teacher_lut's table: per-bin median of lidar - teacher over the training frames, against NumPy."""
+    from calib.lut import load_lut
+
+    train_ids = set(data["train"].read_text().split())
+    out = tmp_path / "lut.json"
+    ablate_runs.fit_training_lut(LabelFolder(data["labels"]), "sgbm", sorted(train_ids), str(out), False)
+    lut = load_lut(out)
+    assert lut.settings["stat"] == "median"
+    teacher, lidar = [], []
+    for stage, into in (("sgbm", teacher), ("lidar", lidar)):
+        for shard in sorted((data["labels"] / stage).glob("shard-*.h5")):
+            with h5py.File(shard) as f:
+                for frame_id, depth in zip(f["frame_id"].asstr()[()], f["depth"][()], strict=True):
+                    if frame_id in train_ids:
+                        into.append(depth.astype(np.float32).ravel())
+    t, lid = np.concatenate(teacher), np.concatenate(lidar)
+    keep = (t >= LO) & (t < HI) & (lid > 0)
+    err = (lid[keep] - t[keep]).astype(np.float32)
+    bins = np.clip(((t[keep] - LO) / ((HI - LO) / 16)).astype(int), 0, 15)
+    assert lut.count.tolist() == np.bincount(bins, minlength=16).tolist()
+    for b in np.flatnonzero(lut.count):
+        assert lut.value[b] == pytest.approx(float(np.median(err[bins == b])), abs=1e-6)
+
+
 def test_mean_ci_is_students_t():
     values = [0.20, 0.22, 0.27]
     summary = mean_ci(values)
