@@ -220,7 +220,7 @@ def run_ablation(settings: AblateSettings, progress: bool = True, log: Log = tqd
     leaked = sorted({f.frame_id for f in eval_set.frames} & set(train_ids))
     if leaked:
         raise ValueError(
-            f"{settings.eval_root}: {len(leaked)} held-out frames are training frames (first: {leaked[0]}); "
+            f"{settings.eval_root}: {len(leaked)} held-out frame(s) also in the training frames (first: {leaked[0]}); "
             "pass --train-frames without them"
         )
     configs, notes = available_configs(settings, folder)

@@ -190,15 +190,19 @@ def plot(rows: dict[str, Any], references: dict[str, Any], path: Path, title: st
             for n in names
         ]
         axis.bar(range(len(names)), means, yerr=errors, capsize=4, color="#4c72b0")
+        lines = []
         for ref_key, style in (("constant", "--"), ("teacher", ":")):
             reference = references.get(ref_key, {})
             if ref_kind in reference:
                 value = float(reference[ref_kind]["abs_rel"])
                 what = "per-frame GT median" if ref_key == "constant" and ref_kind == "median" else ref_key
+                lines.append(value)
                 axis.axhline(value, color="black", linestyle=style, linewidth=1, label=f"{what} {value:.3f}")
         axis.set_xticks(range(len(names)), names, rotation=30, ha="right")
         axis.set_ylabel(label)
-        axis.legend(fontsize=8, loc="upper right")
+        drawn = [m + e for m, e in zip(means, errors, strict=True)] + lines
+        axis.set_ylim(0, 1.3 * max(drawn))  # headroom: the legend never covers a bar or its interval
+        axis.legend(fontsize=8, loc="upper right", ncols=2)
         axis.grid(axis="y", alpha=0.3)
     figure.suptitle(title, fontsize=10)
     figure.tight_layout()

@@ -35,6 +35,7 @@ State-dict keys (stable; documented in docs/model.md):
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import NamedTuple
@@ -219,6 +220,16 @@ class DepthSegStudent(nn.Module):
                 in_channels[:num_blocks], skips, decoder_widths, decoder_bottlenecks, strict=False
             )
         )
+        with torch.no_grad():  # every depth head starts at the range's geometric centre, sqrt(m M)
+            for block in self.decoder:
+                block.depth_head.bias.fill_(self.initial_depth_output())
+
+    def initial_depth_output(self) -> float:
+        """What the depth heads output at initialisation: sqrt(m M) metres, in their depth space
+        (G = M / 2 in log space). From 0 instead, a KITTI model (G over 0-80) starts at 1 m and
+        spends its first hundreds of steps climbing to the scene's range."""
+        low, high = self.depth_range
+        return high / 2 if self.depth_space == "log" else math.sqrt(low * high)
 
     def _decode(self, x: Tensor) -> list[Tensor]:
         check_input_size(x.shape[-2], x.shape[-1])

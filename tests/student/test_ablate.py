@@ -134,7 +134,9 @@ def test_ablate_end_to_end_resumes_and_its_constant_baseline(data, tmp_path):
 def test_held_out_frames_may_not_train(data, tmp_path):
     leaky = tmp_path / "leaky.txt"
     leaky.write_text(data["train"].read_text() + f"held/{frame_name(0)}\n")
-    with pytest.raises(ValueError, match=r"1 held-out frames are training frames \(first: held/frame_000\)"):
+    with pytest.raises(
+        ValueError, match=r"1 held-out frame\(s\) also in the training frames \(first: held/frame_000\)"
+    ):
         run_ablation(settings(data, tmp_path / "exp", train_frames=str(leaky)), progress=False)
     with pytest.raises(ValueError, match="unknown configuration 'big'"):
         settings(data, tmp_path / "e", configs=("big",))

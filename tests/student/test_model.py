@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from torch import nn
@@ -115,6 +117,24 @@ def test_depth_range_sets_the_log_space(full_model):
         build_student("L", depth_range=(3.0, 1.0))
     with pytest.raises(ValueError, match="unknown decoder architecture 'big'; choose one of paper, fast"):
         build_student("L", arch="big")
+
+
+@pytest.mark.parametrize("depth_range", [(1.0, 80.0), (1.3, 3.0)])
+@pytest.mark.parametrize("depth_space", ["log", "linear"])
+def test_a_new_model_starts_at_the_ranges_geometric_centre(depth_range, depth_space):
+    """Every block's head starts at sqrt(m M) metres (G = M / 2 in log space), not at the range's
+    floor: from there a KITTI model spent hundreds of steps climbing from 1 m."""
+    torch.manual_seed(0)
+    model = build_student("L", seg=False, depth_range=depth_range, depth_space=depth_space)
+    x = torch.rand(2, 3, 64, 96)
+    centre = math.sqrt(depth_range[0] * depth_range[1])
+    with torch.no_grad():
+        depth = model.eval()(x)
+        blocks = model.train()(x)
+    assert depth.median().item() == pytest.approx(centre, rel=0.05)
+    start = depth_range[1] / 2 if depth_space == "log" else centre
+    for block in blocks:
+        assert block.depth.median().item() == pytest.approx(start, rel=0.05)
 
 
 def test_count_macs_counts_the_class_map_of_a_multitask_model(full_model):
