@@ -266,8 +266,12 @@ def test_two_process_ddp_equals_one_process_with_the_same_global_batch(labels, t
     assert ddp.stdout.count("best.pt by") == 1  # rank 0 reports, rank 1 stays quiet
     a, b = read_checkpoint(tmp_path / "ddp" / rf.LAST), read_checkpoint(tmp_path / "one" / rf.LAST)
     assert a["step"] == b["step"] == 4
-    np.testing.assert_allclose(a["step_losses"][0], b["step_losses"][0], rtol=1e-6)  # before any step
-    np.testing.assert_allclose(a["step_losses"], b["step_losses"], rtol=1e-3)
+    # before any step: equal up to float32 summation order over two half batches (the loss is ~40 in
+    # G units over 1-80 m, since the heads start at the range's centre; 6e-6 measured)
+    np.testing.assert_allclose(a["step_losses"][0], b["step_losses"][0], rtol=2e-5)
+    np.testing.assert_allclose(
+        a["step_losses"], b["step_losses"], rtol=5e-3
+    )  # BN over half batches: 0.2 % seen
     for key, tensor in b["model"].items():
         if "running" in key:  # batch statistics (of 8 values at stride 32) of slightly different weights
             scale = float(tensor.abs().max())
