@@ -47,7 +47,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from torchvision.models.mobilenetv2 import InvertedResidual, mobilenet_v2
 
 from labelgen.checkpoints import load_state_dict_file
-from student.losses import MAX_LOG_DEPTH, MIN_LOG_DEPTH, g_inverse
+from student.losses import MAX_LOG_DEPTH, MIN_LOG_DEPTH, g_inverse, g_transform
 
 VARIANTS: dict[str, int] = {"L": 4, "M": 3, "S": 2, "XS": 1}
 """Variant name -> number of decoder blocks kept."""
@@ -228,8 +228,10 @@ class DepthSegStudent(nn.Module):
         """What the depth heads output at initialisation: sqrt(m M) metres, in their depth space
         (G = M / 2 in log space). From 0 instead, a KITTI model (G over 0-80) starts at 1 m and
         spends its first hundreds of steps climbing to the scene's range."""
-        low, high = self.depth_range
-        return high / 2 if self.depth_space == "log" else math.sqrt(low * high)
+        centre = math.sqrt(self.depth_range[0] * self.depth_range[1])
+        if self.depth_space == "linear":
+            return centre
+        return float(g_transform(torch.tensor(centre, dtype=torch.float64), *self.depth_range))
 
     def _decode(self, x: Tensor) -> list[Tensor]:
         check_input_size(x.shape[-2], x.shape[-1])
