@@ -220,9 +220,10 @@ class DepthSegStudent(nn.Module):
                 in_channels[:num_blocks], skips, decoder_widths, decoder_bottlenecks, strict=False
             )
         )
-        with torch.no_grad():  # every depth head starts at the range's geometric centre, sqrt(m M)
+        start = self.initial_depth_output()  # the range's geometric centre, sqrt(m M)
+        with torch.no_grad():
             for block in self.decoder:
-                block.depth_head.bias.fill_(self.initial_depth_output())
+                block.depth_head.bias.fill_(start)
 
     def initial_depth_output(self) -> float:
         """What the depth heads output at initialisation: sqrt(m M) metres, in their depth space
