@@ -20,10 +20,16 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from labelgen.fields import MAX_IMAGE_SIDE, clip, field_of, image_size_field, matrix_field
+
 CAM_TO_CAM = "calib_cam_to_cam.txt"
 VELO_TO_CAM = "calib_velo_to_cam.txt"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 _DRIVE_RE = re.compile(r"^(\d{4}_\d{2}_\d{2})_drive_(\d{4})_sync$")
+_DATE_RE = re.compile(r"\d{4}_\d{2}_\d{2}", re.ASCII)
+_FRAME_ID_RE = re.compile(r"(\d{4}_\d{2}_\d{2})/(\1_drive_\d{4}_sync)/(\d{10})", re.ASCII)
+FRAME_ID_FORM = "'<date>/<date>_drive_<NNNN>_sync/<frame:010d>'"
+MAX_FRAME_INDEX = 10**10 - 1  # frame ids hold the index in 10 digits
 
 
 @dataclass(frozen=True)
@@ -81,14 +87,19 @@ class Calibration:
 
     @classmethod
     def from_dict(cls, data: dict) -> Calibration:
-        """The inverse of ``to_dict`` (the derived focal, baseline and doffs are recomputed)."""
+        """The inverse of ``to_dict`` (the derived focal, baseline and doffs are recomputed). Types
+        and shapes are checked (a one-line ValueError naming the key); plausibility is
+        ``check_calibration``'s."""
+        date = field_of(data, "date")
+        if not isinstance(date, str):
+            raise ValueError(f"date: not a string (got {clip(date)})")
         return cls(
-            date=data["date"],
-            p_rect_02=np.asarray(data["P_rect_02"], dtype=np.float64),
-            p_rect_03=np.asarray(data["P_rect_03"], dtype=np.float64),
-            r_rect_00=np.asarray(data["R_rect_00"], dtype=np.float64),
-            velo_to_cam=np.asarray(data["velo_to_cam"], dtype=np.float64),
-            image_size=(int(data["image_size"][0]), int(data["image_size"][1])),
+            date=date,
+            p_rect_02=matrix_field(data, "P_rect_02", (3, 4)),
+            p_rect_03=matrix_field(data, "P_rect_03", (3, 4)),
+            r_rect_00=matrix_field(data, "R_rect_00", (3, 3)),
+            velo_to_cam=matrix_field(data, "velo_to_cam", (4, 4)),
+            image_size=image_size_field(field_of(data, "image_size")),
         )
 
 
@@ -157,8 +168,10 @@ def check_calibration(calib: Calibration, cam_path: Path | str, velo_path: Path 
         if not np.isfinite(matrix).all():
             raise ValueError(f"{path}: {key} holds a non-finite number (nan or inf)")
     height, width = calib.image_size
-    if height <= 0 or width <= 0:
-        raise ValueError(f"{cam_path}: S_rect_02 gives image size {width}x{height}")
+    if not (0 < height <= MAX_IMAGE_SIDE and 0 < width <= MAX_IMAGE_SIDE):
+        raise ValueError(
+            f"{cam_path}: S_rect_02 gives image size {width}x{height} (1 to {MAX_IMAGE_SIDE} px a side)"
+        )
     if not calib.focal > 0:
         raise ValueError(f"{cam_path}: P_rect_02 focal length {calib.focal:g} px is not positive")
     if not np.isclose(calib.p_rect_03[0, 0], calib.focal, rtol=1e-3):
@@ -196,6 +209,11 @@ class Frame:
 
     @classmethod
     def from_id(cls, frame_id: str) -> Frame:
+        """``<date>/<date>_drive_<NNNN>_sync/<frame:010d>`` -> Frame; anything else (another form,
+        ``..``, an absolute path) is a one-line ValueError."""
+        problem = frame_id_problem(frame_id)
+        if problem:
+            raise ValueError(problem)
         date, drive, index = frame_id.split("/")
         return cls(date, drive, int(index))
 
@@ -212,6 +230,32 @@ class Frame:
         return Path(root) / self.date / self.drive / "velodyne_points" / "data" / f"{self.index:010d}.bin"
 
 
+def frame_id_problem(frame_id: object) -> str | None:
+    """Why ``frame_id`` is not a KITTI frame id (None when it is one). The strict form keeps every
+    input path of the frame inside the data root: no ``..``, no absolute path, no other folder."""
+    if not isinstance(frame_id, str):
+        return f"a frame id must be a string, got {type(frame_id).__name__} {clip(frame_id)}"
+    if _FRAME_ID_RE.fullmatch(frame_id) is None:
+        return f"{clip(frame_id)} is not a KITTI frame id {FRAME_ID_FORM}"
+    return None
+
+
+def _split_entry_problem(date: str, drive: str, index: str) -> str | None:
+    """Why a split file's date, drive and index do not name a KITTI frame (None when they do)."""
+    if _DATE_RE.fullmatch(date) is None:
+        return f"{clip(date)} is not a KITTI date folder (YYYY_MM_DD)"
+    match = _DRIVE_RE.match(drive)
+    if match is None or not drive.isascii() or match.group(1) != date:
+        return f"{clip(drive)} is not a drive of {date} ({date}_drive_<NNNN>_sync)"
+    if int(index) > MAX_FRAME_INDEX:
+        return f"frame index {clip(index)} has more than 10 digits"
+    return None
+
+
+def _is_number(text: str) -> bool:
+    return text.isascii() and text.isdigit()
+
+
 def _normalise_drive(name: str) -> str:
     name = name.strip().strip("/").split("/")[-1]
     return name if name.endswith("_sync") else f"{name}_sync"
@@ -220,8 +264,10 @@ def _normalise_drive(name: str) -> str:
 def _drive_frames(root: Path, date: str, drive: str) -> list[Frame]:
     folder = root / date / drive / "image_02" / "data"
     indices = {
-        int(p.stem) for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.stem.isdigit()
-    }
+        int(p.stem)
+        for p in folder.iterdir()
+        if p.suffix.lower() in IMAGE_SUFFIXES and len(p.stem) == 10 and _is_number(p.stem)
+    }  # KITTI names frames <index:010d>; other names would plan frames whose files do not exist
     return [Frame(date, drive, i) for i in sorted(indices)]
 
 
@@ -263,21 +309,33 @@ def read_split_file(path: str | Path) -> list[Frame]:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: split file not found")
     frames = []
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
+    for number, line in enumerate(read_list_lines(path), start=1):
         parts = line.split("#", 1)[0].split()
         if not parts:
             continue
         folder = parts[0].strip("/").split("/")
-        if len(parts) == 1 and len(folder) == 3 and folder[2].isdigit():
-            frames.append(Frame(folder[0], _normalise_drive(folder[1]), int(folder[2])))
-            continue
-        if len(parts) not in (2, 3) or len(folder) != 2 or not parts[1].isdigit():
+        if len(parts) == 1 and len(folder) == 3 and _is_number(folder[2]):
+            date, drive, index = folder[0], _normalise_drive(folder[1]), folder[2]
+        elif len(parts) in (2, 3) and len(folder) == 2 and _is_number(parts[1]):
+            date, drive, index = folder[0], _normalise_drive(folder[1]), parts[1]
+        else:
             raise ValueError(
                 f"{path}:{number}: expected '<date>/<drive>_sync <frame_index> l|r' "
-                f"or '<date>/<drive>_sync/<frame_index>', got {line!r}"
+                f"or '<date>/<drive>_sync/<frame_index>', got {clip(line)}"
             )
-        frames.append(Frame(folder[0], _normalise_drive(folder[1]), int(parts[1])))
+        problem = _split_entry_problem(date, drive, index)
+        if problem:
+            raise ValueError(f"{path}:{number}: {problem}, in {clip(line)}")
+        frames.append(Frame(date, drive, int(index)))
     return frames
+
+
+def read_list_lines(path: Path) -> list[str]:
+    """The lines of a frame-list file; a file that is not UTF-8 text is a one-line ValueError."""
+    try:
+        return path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path}: not a UTF-8 text file (byte {err.start}: {err.reason})") from None
 
 
 def read_image(path: str | Path) -> np.ndarray:

@@ -34,6 +34,8 @@ class Layout(Protocol):
     ) -> list[AnyFrame]: ...
     def read_frame_list(self, path: str | Path) -> list[AnyFrame]: ...
     def frame_from_id(self, frame_id: str) -> AnyFrame: ...
+    def frame_id_problem(self, frame_id: object) -> str | None: ...
+    def frame_prefix(self, date: str, drive: str) -> str | None: ...
     def read_calibration(self, root: Path, key: str) -> AnyCalibration: ...
     def calibration_from_dict(self, data: dict) -> AnyCalibration: ...
     def check_calibration(self, calib: AnyCalibration, source: str) -> None: ...
@@ -70,10 +72,15 @@ class KittiLayout:
         return list(kitti.read_split_file(path))
 
     def frame_from_id(self, frame_id: str) -> AnyFrame:
-        parts = frame_id.split("/")
-        if len(parts) != 3 or not parts[2].isdigit():
-            raise ValueError(f"{frame_id!r} is not a KITTI frame id '<date>/<drive>_sync/<frame_index>'")
         return Frame.from_id(frame_id)
+
+    def frame_id_problem(self, frame_id: object) -> str | None:
+        """Why ``frame_id`` is not ``<date>/<date>_drive_<NNNN>_sync/<frame:010d>`` (None if it is)."""
+        return kitti.frame_id_problem(frame_id)
+
+    def frame_prefix(self, date: str, drive: str) -> str | None:
+        """What every frame id of a shard of ``date`` and ``drive`` starts with."""
+        return f"{date}/{drive}/"
 
     def read_calibration(self, root: Path, key: str) -> AnyCalibration:
         return kitti.read_calibration(Path(root) / key)
@@ -109,6 +116,15 @@ class RigLayout:
 
     def frame_from_id(self, frame_id: str) -> AnyFrame:
         return RigFrame.from_id(frame_id)
+
+    def frame_id_problem(self, frame_id: object) -> str | None:
+        """Why ``frame_id`` is not ``<sequence>/<frame>`` (None if it is)."""
+        return rig.frame_id_problem(frame_id)
+
+    def frame_prefix(self, date: str, drive: str) -> str | None:
+        """What every frame id of a shard of a sequence starts with (its date and drive are both the
+        sequence; None when they differ)."""
+        return f"{drive}/" if date == drive else None
 
     def read_calibration(self, root: Path, key: str) -> AnyCalibration:
         return rig.read_rig_calibration(Path(root) / key)
@@ -188,7 +204,9 @@ def frame_from_id(layout: str, frame_id: str) -> AnyFrame:
 
 def read_frame_list(path: str | Path, layout: str) -> list[AnyFrame]:
     """Frames listed in a file: rig, one ``<sequence>/<frame>`` a line; kitti, monodepth2 split lines
-    or ``<date>/<drive>_sync/<index>`` ids. '#' comments and blank lines are skipped."""
+    or ``<date>/<drive>_sync/<index>`` ids. '#' comments and blank lines are skipped. A line that
+    names no frame of the layout (another form, ``..``, an absolute path) or a file that is not
+    UTF-8 text is a one-line ValueError naming the file and the line number."""
     return get_layout(layout).read_frame_list(path)
 
 

@@ -23,7 +23,9 @@ from typing import TYPE_CHECKING
 import cv2
 
 from labelgen.atomic import write_text_atomic
-from labelgen.layout import LAYOUTS, AnyCalibration, AnyFrame, detect_layout, get_layout
+from labelgen.fields import MAX_IMAGE_SIDE
+from labelgen.layout import AnyCalibration, AnyFrame, detect_layout, get_layout
+from labelgen.plan_check import check_plan_data
 
 if TYPE_CHECKING:
     from labelgen.folder import LabelFolder
@@ -79,9 +81,10 @@ class Plan:
     def frame_ids(self) -> list[str]:
         return [f for shard in self.shards for f in shard.frame_ids]
 
-    @property
+    @functools.cached_property
     def plan_id(self) -> str:
-        """SHA-256 of the plan's content (what shards record to prove they belong to it)."""
+        """SHA-256 of the plan's content (what shards record to prove they belong to it), computed
+        once per plan object: the plan is frozen, and every per-shard task asks for it."""
         body = json.dumps(self._content(), sort_keys=True).encode()
         return hashlib.sha256(body).hexdigest()
 
@@ -123,42 +126,18 @@ class Plan:
 
     @classmethod
     def from_json(cls, text: str, source: str = "plan.json") -> Plan:
-        data = json.loads(text)
+        """Parse and check a plan (``check_plan_data``): every problem is one ValueError line naming
+        ``source`` and the field."""
+        try:
+            data = json.loads(text)
+        except RecursionError:
+            raise ValueError(f"{source}: malformed plan (JSON nested too deeply)") from None
+        except ValueError as err:  # not JSON, or an integer of more than 4300 digits
+            reason = str(err).splitlines()[0] if str(err) else ""
+            raise ValueError(f"{source}: malformed plan ({type(err).__name__}: {reason})") from None
         if not isinstance(data, dict):
             raise ValueError(f"{source}: not a plan (a JSON {type(data).__name__}, expected an object)")
-        version = data.get("schema_version")
-        if version not in PLAN_VERSIONS:
-            raise ValueError(f"{source}: plan schema version {version} is not one of {PLAN_VERSIONS}")
-        if version == 1:
-            layout_name, data_root = "kitti", data["kitti_root"]
-        else:
-            layout_name, data_root = data["layout"], data["data_root"]
-        if layout_name not in LAYOUTS:
-            raise ValueError(
-                f"{source}: unknown layout {layout_name!r}; expected one of {', '.join(LAYOUTS)}"
-            )
-        layout = get_layout(layout_name)
-        plan = cls(
-            data_root=data_root,
-            shard_size=int(data["shard_size"]),
-            selection=data["selection"],
-            calibrations={d: layout.calibration_from_dict(c) for d, c in data["calibrations"].items()},
-            calibration_errors=dict(data["calibration_errors"]),
-            shards=tuple(
-                ShardPlan(
-                    s["index"], s["date"], s["drive"], tuple(s["image_size"]), tuple(s["frames"]), layout_name
-                )
-                for s in data["shards"]
-            ),
-            layout=layout_name,
-            schema_version=version,
-        )
-        for date, calib in plan.calibrations.items():
-            try:
-                layout.check_calibration(calib, f"{source} ({date})")
-            except ValueError as err:
-                raise ValueError(str(err)) from None
-        return plan
+        return check_plan_data(data, source)
 
 
 def plan_shards(
@@ -205,9 +184,12 @@ def plan_shards(
 
 
 def _image_size(root: Path, frame: AnyFrame) -> tuple[int, int]:
-    """Size of a frame's image, for drives whose calibration is missing (0x0 if unreadable)."""
+    """Size of a frame's image, for drives whose calibration is missing (0x0 if unreadable or over
+    ``MAX_IMAGE_SIDE``: such frames fail in every stage anyway)."""
     image = cv2.imread(str(frame.image_path(root)), cv2.IMREAD_UNCHANGED)
-    return (0, 0) if image is None else (int(image.shape[0]), int(image.shape[1]))
+    if image is None or max(image.shape[:2]) > MAX_IMAGE_SIDE:
+        return 0, 0
+    return int(image.shape[0]), int(image.shape[1])
 
 
 def write_plan(plan: Plan, labels_dir: LabelFolder | str | Path, overwrite: bool = False) -> Path:
@@ -255,9 +237,10 @@ def load_plan(labels_dir: str | Path) -> Plan:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no plan; run `edgedepth labelgen plan` first")
     try:
-        return Plan.from_json(path.read_text(), str(path))
-    except (KeyError, TypeError, AttributeError, IndexError, json.JSONDecodeError) as err:
-        raise ValueError(f"{path}: malformed plan ({type(err).__name__}: {err})") from None
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path}: malformed plan (not UTF-8 text: byte {err.start})") from None
+    return Plan.from_json(text, str(path))
 
 
 @functools.lru_cache(maxsize=4)

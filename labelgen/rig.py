@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +27,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from labelgen.kitti import IMAGE_SUFFIXES, ROTATION_TOLERANCE
+from labelgen.fields import MAX_IMAGE_SIDE, clip, field_of, image_size_field, matrix_field, plain_number
+from labelgen.kitti import IMAGE_SUFFIXES, ROTATION_TOLERANCE, read_list_lines
 
 CALIB_FILE = "calib.json"
 CAMERA_FOLDERS = {2: "left", 3: "right"}  # camera numbers as in KITTI: 2 = left, 3 = right
@@ -94,29 +96,41 @@ class RigCalibration:
 
     @classmethod
     def from_dict(cls, data: dict) -> RigCalibration:
-        """The inverse of ``to_dict`` (not checked: see ``check_rig_calibration``)."""
+        """The inverse of ``to_dict``. Types and shapes are checked (a one-line ValueError naming the
+        key); plausibility is ``check_rig_calibration``'s."""
+        sequence = field_of(data, "sequence")
+        if not isinstance(sequence, str):
+            raise ValueError(f"sequence: not a string (got {clip(sequence)})")
         depth_range, t_cam_lidar = data.get("depth_range"), data.get("T_cam_lidar")
+        if depth_range is not None:
+            if not isinstance(depth_range, list) or len(depth_range) != 2:
+                raise ValueError(f"depth_range: not [min, max] or null (got {clip(depth_range)})")
+            depth_range = tuple(plain_number({"depth_range": v}, "depth_range") for v in depth_range)
         return cls(
-            sequence=data["sequence"],
-            fx=float(data["fx"]),
-            fy=float(data["fy"]),
-            cx=float(data["cx"]),
-            cy=float(data["cy"]),
-            baseline=float(data["baseline"]),
-            image_size=(int(data["image_size"][0]), int(data["image_size"][1])),
-            doffs=float(data.get("doffs", 0.0)),
-            depth_range=(float(depth_range[0]), float(depth_range[1])) if depth_range else None,
-            t_cam_lidar=np.asarray(t_cam_lidar, dtype=np.float64) if t_cam_lidar is not None else None,
+            sequence=sequence,
+            fx=plain_number(data, "fx"),
+            fy=plain_number(data, "fy"),
+            cx=plain_number(data, "cx"),
+            cy=plain_number(data, "cy"),
+            baseline=plain_number(data, "baseline"),
+            image_size=image_size_field(field_of(data, "image_size")),
+            doffs=plain_number(data, "doffs") if "doffs" in data else 0.0,
+            depth_range=depth_range,
+            t_cam_lidar=None if t_cam_lidar is None else matrix_field(data, "T_cam_lidar", (4, 4)),
         )
 
 
 def _number(data: dict, key: str, path: Path | str) -> float:
     value = data[key]
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValueError(f"{path}: {key} is not a number (got {value!r})")
+        raise ValueError(f"{path}: {key} is not a number (got {clip(value)})")
+    try:
+        value = float(value)
+    except OverflowError:  # an integer beyond float range
+        raise ValueError(f"{path}: {key} is out of range (got {clip(value)})") from None
     if not math.isfinite(value):
         raise ValueError(f"{path}: {key} is not finite (got {value!r})")
-    return float(value)
+    return value
 
 
 def _depth_range(value: object, path: Path | str) -> tuple[float, float]:
@@ -168,8 +182,8 @@ def check_rig_calibration(calib: RigCalibration, path: Path | str) -> None:
     if calib.t_cam_lidar is not None:
         _transform(calib.t_cam_lidar, path)
     height, width = calib.image_size
-    if height <= 0 or width <= 0:
-        raise ValueError(f"{path}: image size {width}x{height} is not positive")
+    if not (0 < height <= MAX_IMAGE_SIDE and 0 < width <= MAX_IMAGE_SIDE):
+        raise ValueError(f"{path}: image size {width}x{height} is outside 1 to {MAX_IMAGE_SIDE} px a side")
 
 
 def left_images(sequence_dir: Path) -> list[Path]:
@@ -215,6 +229,8 @@ def read_rig_calibration(sequence_dir: str | Path) -> RigCalibration:
     image = cv2.imread(str(images[0]), cv2.IMREAD_UNCHANGED)
     if image is None:
         raise ValueError(f"{images[0]}: not a readable image (corrupt or truncated?)")
+    if max(image.shape[:2]) > MAX_IMAGE_SIDE:
+        raise ValueError(f"{images[0]}: {image.shape[1]}x{image.shape[0]} is over {MAX_IMAGE_SIDE} px a side")
     return RigCalibration(
         sequence=sequence_dir.name,
         fx=values["fx"],
@@ -252,11 +268,14 @@ class RigFrame:
 
     @classmethod
     def from_id(cls, frame_id: str) -> RigFrame:
-        """``<sequence>/<frame>`` -> RigFrame; anything else is a one-line ValueError."""
-        parts = frame_id.strip().split("/")
-        if len(parts) != 2 or not all(parts) or parts[0] in (".", ".."):
-            raise ValueError(f"{frame_id!r} is not a rig frame id '<sequence>/<frame>'")
-        return cls(parts[0], parts[1])
+        """``<sequence>/<frame>`` (surrounding blanks ignored) -> RigFrame; anything else is a
+        one-line ValueError."""
+        text = frame_id.strip() if isinstance(frame_id, str) else frame_id
+        problem = frame_id_problem(text)
+        if problem:
+            raise ValueError(problem)
+        sequence, name = text.split("/")
+        return cls(sequence, name)
 
     def image_path(self, root: str | Path, cam: int = 2) -> Path:
         """Path of the left (cam 2) or right (cam 3) image; ``.png`` unless only a .jpg / .jpeg exists."""
@@ -277,6 +296,21 @@ class RigFrame:
 
     def depth_gt_path(self, root: str | Path) -> Path:
         return Path(root) / self.sequence / "depth_gt" / f"{self.name}.png"
+
+
+_ID_RE = re.compile(r"([^/\x00-\x1f\x7f]+)/([^/\x00-\x1f\x7f]+)")
+FRAME_ID_FORM = "'<sequence>/<frame>'"
+
+
+def frame_id_problem(frame_id: object) -> str | None:
+    """Why ``frame_id`` is not a rig frame id (None when it is one): two names, neither ``.`` nor
+    ``..`` nor holding a control character, so every input path stays inside the data root."""
+    if not isinstance(frame_id, str):
+        return f"a frame id must be a string, got {type(frame_id).__name__} {clip(frame_id)}"
+    match = _ID_RE.fullmatch(frame_id)
+    if match is None or frame_id != frame_id.strip() or {".", ".."} & set(match.groups()):
+        return f"{clip(frame_id)} is not a rig frame id {FRAME_ID_FORM}"
+    return None
 
 
 def find_sequences(root: str | Path) -> list[str]:
@@ -305,9 +339,13 @@ def find_rig_frames(
                 raise ValueError(
                     f"{root}: sequence {missing[0]} not found (no {missing[0]}/{CALIB_FILE} or {missing[0]}/left/)"
                 )
-        frames = [
-            RigFrame(seq, path.stem) for seq in (sequences or found) for path in left_images(root / seq)
-        ]
+        frames = []
+        for seq in sequences or found:
+            for path in left_images(root / seq):
+                frame = RigFrame(seq, path.stem)
+                if frame_id_problem(frame.frame_id):
+                    raise ValueError(f"{path}: a frame name must not hold '/' or a control character")
+                frames.append(frame)
     frames = sorted(set(frames))
     if not frames:
         raise ValueError(f"{root}: no frames matched" + (f" {frame_list}" if frame_list else ""))
@@ -320,14 +358,16 @@ def read_rig_frame_list(path: str | Path) -> list[RigFrame]:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: frame list not found")
     frames = []
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
+    for number, line in enumerate(read_list_lines(path), start=1):
         text = line.split("#", 1)[0].strip()
         if not text:
             continue
         try:
             frames.append(RigFrame.from_id(text))
         except ValueError:
-            raise ValueError(f"{path}:{number}: expected '<sequence>/<frame>', got {line!r}") from None
+            raise ValueError(
+                f"{path}:{number}: expected '<sequence>/<frame>' (neither '.' nor '..'), got {clip(line)}"
+            ) from None
     return frames
 
 

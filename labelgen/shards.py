@@ -13,6 +13,7 @@ import os
 import socket
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -25,6 +26,20 @@ import numpy as np
 from labelgen import __version__
 from labelgen.errors import first_line
 from labelgen.plan import Plan
+from labelgen.shard_schema import (
+    BOOKKEEPING_DATASETS,
+    ShardReadError,
+    bookkeeping_problem,
+    decode,
+    error_line,
+    open_members,
+    open_shard,
+    read_rows,
+    stage_of,
+    stage_problem,
+    stored_problem,
+    verify_chunks,
+)
 
 if TYPE_CHECKING:
     from labelgen.folder import LabelFolder
@@ -32,42 +47,8 @@ if TYPE_CHECKING:
 SCHEMA_VERSION = 2  # 2: every dataset carries HDF5's Fletcher-32 checksum per chunk
 TMP_MARK = ".tmp-"
 VERIFY_MODES = ("full", "quick")
-"""``check_shard`` verification: ``full`` reads every chunk of every dataset (checksums verified),
-``quick`` only the attributes and the bookkeeping datasets."""
-
-
-class ShardReadError(ValueError):
-    """A shard that cannot be read: the message names the file, the dataset and the row."""
-
-
-def _first_line(err: BaseException) -> str:
-    return first_line(err) or type(err).__name__
-
-
-def open_shard(path: str | Path) -> h5py.File:
-    """``h5py.File(path, "r")``; a file that cannot be opened (truncated, not HDF5) raises
-    :class:`ShardReadError` naming it."""
-    try:
-        return h5py.File(path, "r")
-    except OSError as err:
-        raise ShardReadError(f"{path}: cannot open the shard ({_first_line(err)})") from None
-
-
-def read_rows(dataset: h5py.Dataset, rows: object = (), as_str: bool = False) -> np.ndarray:
-    """``dataset[rows]`` (default: all of it; ``as_str``: decoded to ``str``); a damaged chunk
-    (checksum or decompression failure) raises :class:`ShardReadError` naming the file, the
-    dataset and the rows."""
-    try:
-        return dataset.asstr()[rows] if as_str else dataset[rows]
-    except OSError as err:
-        where = "" if rows == () else f" row {rows}"
-        raise ShardReadError(
-            f"{dataset.file.filename}: dataset {dataset.name.lstrip('/')}{where} is damaged "
-            f"({_first_line(err)}); rerun `edgedepth labelgen run` to redo the shard"
-        ) from None
-
-
-BOOKKEEPING_DATASETS = ("frame_id", "ok", "failure")  # in every shard, beside the stage's own
+"""``check_shard`` verification: both check the attributes, the bookkeeping datasets and the
+schema; ``full`` also checks every stored chunk's Fletcher-32 checksum."""
 
 
 @dataclass(frozen=True)
@@ -265,13 +246,19 @@ def check_verify(verify: str) -> None:
 
 
 def check_shard(
-    path: str | Path, plan_id: str, frame_ids: Sequence[str], verify: str = "full"
+    path: str | Path,
+    plan_id: str,
+    frame_ids: Sequence[str],
+    verify: str = "full",
+    image_size: tuple[int, int] | None = None,
 ) -> ShardStatus:
     """Is ``path`` a complete, undamaged shard of this plan holding exactly ``frame_ids``?
 
-    ``verify="full"`` also reads every chunk of every dataset, so a damaged byte anywhere (caught
-    by the Fletcher-32 checksums) makes the shard ``invalid``; ``"quick"`` checks the attributes and
-    the bookkeeping datasets only (cost: docs/shards.md).
+    Both levels check the attributes, the bookkeeping datasets and the schema (``labelgen.shard_schema``:
+    link types, dtypes, per-row shapes, chunking and filters; ``image_size`` is the plan's
+    (height, width) for the shard, else its calibration attribute says). ``verify="full"`` also
+    checks every stored chunk of every stage dataset against its Fletcher-32 checksum, so a damaged
+    byte anywhere makes the shard ``invalid`` (cost: docs/shards.md).
     """
     check_verify(verify)
     path = Path(path)
@@ -279,40 +266,38 @@ def check_shard(
         return ShardStatus(path, "missing")
     try:
         with h5py.File(path, "r") as f:
-            if f.attrs.get("complete") is not np.True_ and f.attrs.get("complete") is not True:
+            attrs = f.attrs
+            complete = attrs.get("complete")
+            if not isinstance(complete, bool | np.bool_) or not complete:
                 return ShardStatus(path, "invalid", "not marked complete")
-            if f.attrs.get("schema_version") != SCHEMA_VERSION:
-                return ShardStatus(path, "stale", f"schema version {f.attrs.get('schema_version')}")
-            if f.attrs.get("plan_id") != plan_id:
+            version = attrs.get("schema_version")
+            if not isinstance(version, int | np.integer) or version != SCHEMA_VERSION:
+                return ShardStatus(path, "stale", f"schema version {first_line(str(version))[:40]}")
+            written_for = attrs.get("plan_id")
+            if not isinstance(written_for, str) or written_for != plan_id:
                 return ShardStatus(path, "stale", "written for another plan")
-            ids = list(read_rows(f["frame_id"], as_str=True))
+            problem, members = open_members(f)
+            problem = problem or bookkeeping_problem(members)
+            if problem:
+                return ShardStatus(path, "invalid", problem)
+            ids = list(read_rows(members["frame_id"], as_str=True))
             if ids != list(frame_ids):
                 return ShardStatus(path, "stale", "frame list differs from the plan")
-            ok, why = read_rows(f["ok"]), read_rows(f["failure"], as_str=True)
+            ok, why = read_rows(members["ok"]), read_rows(members["failure"], as_str=True)
+            problem = stage_problem(members, stage_of(attrs, path), attrs, len(ids), image_size)
+            problem = problem or stored_problem(members, ok)
+            if problem:
+                return ShardStatus(path, "invalid", problem)
             if verify == "full":
-                for name, dset in f.items():
-                    if name in BOOKKEEPING_DATASETS:
-                        continue
-                    if dset.shape[:1] != (len(ids),):
-                        return ShardStatus(
-                            path, "invalid", f"dataset {name} has {dset.shape[0]} rows, not {len(ids)}"
-                        )
-                    for row in range(len(ids)):
-                        read_rows(dset, row)
+                for name, dset in members.items():
+                    if name not in BOOKKEEPING_DATASETS:
+                        verify_chunks(dset, ok)
             failures = tuple((ids[i], str(why[i])) for i in np.flatnonzero(~ok))
     except ShardReadError as err:
         return ShardStatus(path, "invalid", str(err).split(": ", 1)[-1].split(";")[0])
-    except (OSError, KeyError) as err:
-        return ShardStatus(path, "invalid", f"unreadable ({_first_line(err)})")
+    except (OSError, KeyError, TypeError, ValueError) as err:
+        return ShardStatus(path, "invalid", f"unreadable ({error_line(err)})")
     return ShardStatus(path, "complete", failures=failures)
-
-
-def decode(dataset: h5py.Dataset, raw: np.ndarray) -> np.ndarray:
-    """Stored values -> user values: depth and disparity as float32 (``scale`` applied)."""
-    scale = dataset.attrs.get("scale")
-    if scale is not None:
-        return raw.astype(np.float32) * np.float32(scale)
-    return raw.astype(np.float32) if raw.dtype == np.float16 else raw
 
 
 class LabelReader:
@@ -320,15 +305,24 @@ class LabelReader:
 
     ``reader[i]`` returns ``{"frame_id": str, "<stage>/<dataset>": array, "<stage>/ok": bool}``.
     ``labels_dir`` is a path or a ``LabelFolder`` (its plan and shard statuses are used, not read
-    again). Files are opened lazily and the reader pickles without open handles (and without the
-    folder's caches: it keeps only the path and the plan), so it can serve a multi-process DataLoader.
+    again). Files are opened lazily, at most ``max_open`` at a time (the least recently used is
+    closed: each open shard costs about 0.7 MB), and the reader pickles without open handles (and
+    without the folder's caches: it keeps only the path and the plan), so it can serve a
+    multi-process DataLoader.
     """
 
     def __init__(
-        self, labels_dir: LabelFolder | str | Path, stages: Sequence[str], verify: str = "quick"
+        self,
+        labels_dir: LabelFolder | str | Path,
+        stages: Sequence[str],
+        verify: str = "quick",
+        max_open: int = 32,
     ) -> None:
         from labelgen.folder import LabelFolder
 
+        if isinstance(max_open, bool) or not isinstance(max_open, int) or max_open < 1:
+            raise ValueError(f"max_open must be a positive integer, got {max_open!r}")
+        self.max_open = max_open
         folder = LabelFolder.of(labels_dir)
         self.labels_dir = folder.given
         self.plan: Plan = folder.plan
@@ -344,7 +338,7 @@ class LabelReader:
                         f"{status.path}: shard is {status.state}"
                         + (f" ({status.reason})" * bool(status.reason))
                     )
-        self._files: dict[Path, h5py.File] = {}
+        self._files: OrderedDict[Path, h5py.File] = OrderedDict()  # least recently used first
 
     def __len__(self) -> int:
         return len(self._index)
@@ -371,15 +365,28 @@ class LabelReader:
         for stage in self.stages:
             f = self._open(shard_path(self.labels_dir, stage, shard.name))
             item[f"{stage}/ok"] = bool(read_rows(f["ok"], row))
-            for name, dset in f.items():
+            for name in f.keys():
                 if name not in BOOKKEEPING_DATASETS:
+                    dset = f[name]
                     item[f"{stage}/{name}"] = decode(dset, read_rows(dset, row))
         return item
 
     def _open(self, path: Path) -> h5py.File:
-        if path not in self._files:
-            self._files[path] = open_shard(path)
-        return self._files[path]
+        """The open file of ``path``, now the most recently used; beyond ``max_open`` open files the
+        least recently used one is closed."""
+        if path in self._files:
+            self._files.move_to_end(path)
+            return self._files[path]
+        handle = open_shard(path)
+        self._files[path] = handle
+        while len(self._files) > self.max_open:
+            self._files.popitem(last=False)[1].close()
+        return handle
+
+    @property
+    def open_files(self) -> int:
+        """How many shard files this reader holds open now."""
+        return len(self._files)
 
     def close(self) -> None:
         for f in self._files.values():
@@ -387,4 +394,4 @@ class LabelReader:
         self._files.clear()
 
     def __getstate__(self) -> dict[str, object]:
-        return {**self.__dict__, "_files": {}}
+        return {**self.__dict__, "_files": OrderedDict()}

@@ -69,7 +69,7 @@ def _seg(i: int) -> dict[str, np.ndarray]:
     """Top half road (0), then car (13), bottom quarter ignore (255); confidence 0.9."""
     seg = np.full((H, W), 255, dtype=np.uint8)
     seg[: H // 2], seg[H // 2 : 3 * H // 4] = 0, 13
-    return {"seg": seg, "seg_conf": np.full((H, W), 0.9, dtype=np.float16)}
+    return {"seg": seg, "seg_conf": np.full((H, W), 230, dtype=np.uint8)}  # 0.90 as stored (x 1/255)
 
 
 def _write(
@@ -109,7 +109,10 @@ def labels(tmp_path: Path) -> Path:
     labels, plan = tmp_path / "labels", _plan()
     write_plan(plan, labels)
     size = (H, W)
-    seg_specs = {"seg": DatasetSpec(size, "uint8"), "seg_conf": DatasetSpec(size, "float16")}
+    seg_specs = {
+        "seg": DatasetSpec(size, "uint8"),
+        "seg_conf": DatasetSpec(size, "uint8", attrs={"scale": 1 / 255}),
+    }
     for shard in plan.shards:
         _write(labels, plan, "images", shard, ImagesStage().datasets(size), _image)
         _write(labels, plan, "lidar", shard, LidarStage().datasets(size), _lidar)

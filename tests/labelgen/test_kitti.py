@@ -163,3 +163,84 @@ def test_split_file_also_takes_frame_ids_and_comments(tmp_path, kitti_tree):
     split.write_text("2011_09_26/2011_09_26_drive_0002_sync/one\n")
     with pytest.raises(ValueError, match=r"ids\.txt:1: expected .* or '<date>/<drive>_sync/<frame_index>'"):
         read_split_file(split)
+
+
+@pytest.mark.parametrize(
+    "line, problem",
+    [
+        ("../outside 5 l", r"'\.\.' is not a KITTI date folder \(YYYY_MM_DD\)"),
+        ("/etc/2011_09_26_drive_0001_sync 5 l", r"'etc' is not a KITTI date folder"),
+        ("2011_09_26/../../etc/0000000005", r"expected '<date>/<drive>_sync <frame_index> l\|r'"),
+        (
+            "2011_09_26/2011_09_28_drive_0001_sync 5 l",
+            r"'2011_09_28_drive_0001_sync' is not a drive of 2011_09_26",
+        ),
+        ("2011_09_26/2011_09_26_drive_0001_sync/..", r"expected '<date>/<drive>_sync <frame_index> l\|r'"),
+        ("2011_09_26/2011_09_26_drive_0001_sync ² l", r"expected '<date>/<drive>_sync <frame_index> l\|r'"),
+        (
+            "2011_09_26/2011_09_26_drive_0001_sync 12345678901 l",
+            r"frame index '12345678901' has more than 10",
+        ),
+    ],
+)
+def test_split_lines_that_leave_the_root_or_name_no_frame_are_refused(tmp_path, line, problem):
+    """One line naming the file and the line number; every listed frame stays inside the data root."""
+    split = tmp_path / "split.txt"
+    split.write_text(f"2011_09_26/2011_09_26_drive_0001_sync 1 l\n{line}\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=rf"split\.txt:2: {problem}") as caught:
+        read_split_file(split)
+    assert "\n" not in str(caught.value)
+
+
+def test_a_split_file_that_is_not_text_is_one_line(tmp_path):
+    split = tmp_path / "split.bin"
+    split.write_bytes(b"2011_09_26/2011_09_26_drive_0001_sync 1 l\n\xff\xfe\x00\n")
+    with pytest.raises(
+        ValueError, match=r"split\.bin: not a UTF-8 text file \(byte 42: invalid start byte\)"
+    ):
+        read_split_file(split)
+
+
+def test_frame_ids_are_parsed_strictly(kitti_tree):
+    from labelgen.kitti import frame_id_problem
+
+    good = "2011_09_26/2011_09_26_drive_0001_sync/0000000003"
+    assert frame_id_problem(good) is None and Frame.from_id(good) == Frame(
+        "2011_09_26", good.split("/")[1], 3
+    )
+    for bad in ("../x/y", "/abs/2011_09_26_drive_0001_sync/0000000003", good[:-1], good + "/", " " + good):
+        assert "is not a KITTI frame id" in frame_id_problem(bad)
+        with pytest.raises(ValueError, match="is not a KITTI frame id"):
+            Frame.from_id(bad)
+    other_date = "2011_09_28/2011_09_26_drive_0001_sync/0000000003"
+    assert "is not a KITTI frame id" in frame_id_problem(other_date)
+    assert frame_id_problem(None) == "a frame id must be a string, got NoneType None"
+    # files not named <index:010d> are not frames (they would plan ids whose files do not exist)
+    folder = kitti_tree / "2011_09_26" / "2011_09_26_drive_0002_sync" / "image_02" / "data"
+    (folder / "7.png").write_bytes((folder / "0000000000.png").read_bytes())
+    assert len(find_frames(kitti_tree, drives=["2011_09_26_drive_0002"])) == 3
+
+
+def test_calibration_from_dict_checks_types_and_shapes(kitti_tree):
+    data = read_calibration(kitti_tree / "2011_09_26").to_dict()
+    for key, value, problem in [
+        ("P_rect_02", [[1, 2, 3]], "P_rect_02: not a 3x4 matrix of numbers"),
+        ("velo_to_cam", "eye", "velo_to_cam: not a 4x4 matrix of numbers"),
+        ("R_rect_00", [[1, 0], [0, 1, 0], [0, 0, 1]], "R_rect_00: not a 3x3 matrix of numbers"),
+        ("image_size", [True, 160], r"image_size: not \[height, width\] in whole pixels"),
+        ("image_size", [64, 20000], r"image_size: 64x20000 is outside 1\.\.16384 pixels a side"),
+        ("date", 2011, "date: not a string"),
+    ]:
+        with pytest.raises(ValueError, match=problem):
+            Calibration.from_dict({**data, key: value})
+    with pytest.raises(ValueError, match="^P_rect_03: missing$"):
+        Calibration.from_dict({k: v for k, v in data.items() if k != "P_rect_03"})
+
+
+def test_an_image_size_beyond_the_cap_is_a_calibration_error(kitti_tree):
+    """Every label array is sized by it: S_rect_02 of 20000 px would ask for gigabytes per frame."""
+    path = kitti_tree / "2011_09_26" / "calib_cam_to_cam.txt"
+    text = path.read_text().splitlines()
+    path.write_text("\n".join("S_rect_02: 2.0e+04 6.4e+01" if t.startswith("S_rect_02") else t for t in text))
+    with pytest.raises(ValueError, match=r"S_rect_02 gives image size 20000x64 \(1 to 16384 px a side\)"):
+        read_calibration(path.parent)

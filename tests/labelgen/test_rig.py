@@ -304,3 +304,78 @@ def test_sgbm_stage_uses_doffs_on_a_single_frame(rig_tree):
     valid = out["valid"]
     expected = FOCAL * BASELINE / (out["disparity"][valid] / 256.0 + DOFFS)
     np.testing.assert_allclose(out["depth"][valid], expected, rtol=1e-3)
+
+
+def test_rig_frame_ids_stay_inside_the_root(rig_tree, tmp_path):
+    from labelgen.rig import frame_id_problem
+
+    assert (
+        frame_id_problem("yard/frame_000") is None
+        and RigFrame.from_id(" yard/frame_000 ").name == "frame_000"
+    )
+    for bad in (
+        "../frame_000",
+        "yard/..",
+        "./x",
+        "/yard/frame_000",
+        "yard/frame\x00",
+        "yard",
+        "a/b/c",
+        " yard/x",
+    ):
+        assert "is not a rig frame id" in frame_id_problem(bad), bad
+    assert frame_id_problem(["yard", "x"]) == "a frame id must be a string, got list ['yard', 'x']"
+    listed = tmp_path / "frames.txt"
+    listed.write_text("yard/frame_000\n../etc/passwd\n")
+    with pytest.raises(
+        ValueError, match=r"frames\.txt:2: expected '<sequence>/<frame>' \(neither '\.' nor '\.\.'\)"
+    ):
+        read_frame_list(listed, "rig")
+    listed.write_bytes(b"yard/frame_000\n\xc3\x28\n")
+    with pytest.raises(ValueError, match=r"frames\.txt: not a UTF-8 text file \(byte 15"):
+        read_frame_list(listed, "rig")
+
+
+def test_a_rig_plan_is_checked_at_load(rig_tree, tmp_path):
+    write_plan(plan_shards(rig_tree), tmp_path)
+    path = tmp_path / "plan.json"
+    good = json.loads(path.read_text())
+    for edit, problem in [
+        (
+            lambda d: d["shards"][0]["frames"].__setitem__(0, "../street/frame_000"),
+            r"shards\[0\]\.frames\[0\]: '\.\./street/frame_000' is not a rig frame id",
+        ),
+        (
+            lambda d: d["shards"][0]["frames"].__setitem__(0, "yard/frame_000"),
+            r"shards\[0\]\.frames\[0\]: 'yard/frame_000' is not a frame of 'street'",
+        ),
+        (
+            lambda d: d["shards"][0].update(drive="yard"),
+            r"shards\[0\]: date 'street' and drive 'yard' differ",
+        ),
+        (
+            lambda d: d["calibrations"]["street"].update(fx="721"),
+            r"calibrations\[street\]: fx: not a number \(got '721'\)",
+        ),
+        (
+            lambda d: d["calibrations"]["street"].update(fx=10**400),
+            r"calibrations\[street\]: fx: .* is out of range",
+        ),
+        (
+            lambda d: d["calibrations"]["street"].update(depth_range=[1, "far"]),
+            r"calibrations\[street\]: depth_range: not a number",
+        ),
+        (
+            lambda d: d["calibrations"]["street"].update(T_cam_lidar=[[1, 0], [0, 1]]),
+            r"calibrations\[street\]: T_cam_lidar: not a 4x4 matrix",
+        ),
+        (
+            lambda d: d["calibrations"]["street"].update(fx=float("nan")),
+            r"plan\.json \(street\): fx is not finite",
+        ),
+    ]:
+        data = json.loads(json.dumps(good))
+        edit(data)
+        path.write_text(json.dumps(data))
+        with pytest.raises(ValueError, match=problem):
+            load_plan(tmp_path)

@@ -84,7 +84,10 @@ def make_label_folder(
     depth_spec = {"depth": DatasetSpec(size, "float32", attrs={"units": "m", "invalid": 0})}
     write_stage(labels, "synth", depth_spec, {f: {"depth": s[1]} for f, s in scenes.items()})
     if seg:
-        specs = {"seg": DatasetSpec(size, "uint8"), "seg_conf": DatasetSpec(size, "uint8")}
+        specs = {
+            "seg": DatasetSpec(size, "uint8"),
+            "seg_conf": DatasetSpec(size, "uint8", attrs={"scale": 1 / 255}),
+        }
         frames = {f: {"seg": s[2], "seg_conf": np.full(size, 255, np.uint8)} for f, s in scenes.items()}
         write_stage(labels, "seg", specs, frames)
     if lidar:
