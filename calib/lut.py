@@ -1,4 +1,5 @@
-"""The teacher-vs-LiDAR depth bias table: a streaming per-bin accumulator, the fit, ``lut.json``, apply.
+"""The teacher-vs-LiDAR depth bias table: the fit, ``lut.json``, apply (accumulator: ``calib.accumulate``;
+the checks at load: ``calib.lutfile``).
 
 ``error = lidar - teacher`` is gathered in bins of *teacher* depth (all that is known when the
 table is applied), summarised per bin (mean or median, count, std, bootstrap CI) and turned into a
@@ -12,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import numbers
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
@@ -20,7 +22,24 @@ from typing import Any
 
 import numpy as np
 
+from calib.accumulate import BinAccumulator, pair_mask, shape_text, valid_pairs
 from labelgen.atomic import write_text_atomic
+
+__all__ = [
+    "MAX_BINS",
+    "MAX_CORRECTION_M",
+    "BinAccumulator",
+    "Evaluation",
+    "FitSettings",
+    "Lut",
+    "apply_lut",
+    "fit_lut",
+    "load_lut",
+    "lut_from_accumulator",
+    "pair_mask",
+    "shape_text",
+    "valid_pairs",
+]
 
 LUT_VERSION = 1
 STATS = ("mean", "median")
@@ -31,10 +50,36 @@ MAX_BINS = 10_000
 """Most bins a table may have: each holds a reservoir of samples (memory), and 1 cm bins over
 1-80 m are 7,900."""
 
+MAX_CORRECTION_M = 1000.0
+"""Largest error ``lidar - teacher`` (m) a table may hold in ``value`` or ``correction``: the most any
+stereo teacher stores (``labelgen.stages.MAX_STORED_DEPTH_M``). The smallest is ``-edges[-1]``: the
+LiDAR depth is > 0 and the teacher's is below the last edge."""
+
+MAX_RESERVOIR_SAMPLES = 2**28
+"""Most reservoir samples of a fit (bins x reservoir size; 1 GiB of float32)."""
+MAX_BOOTSTRAP_DRAWS = 2**26
+"""Most draws of one bin's bootstrap (resamples x reservoir size; 512 MiB of indices)."""
+
+_FLOAT_SETTINGS = ("bin_width", "min_depth", "max_depth", "ci_level")
+_INT_SETTINGS = ("min_count", "reservoir_size", "n_bootstrap", "seed")
+
+
+def _finite(value: numbers.Real) -> bool:
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int beyond float64
+        return False
+
+
+def show(value: Any, limit: int = 40) -> str:
+    """A short repr for messages: a 2 M-entry list or a long string is cut."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
 
 @dataclass(frozen=True)
 class FitSettings:
-    """Bins and statistics of a fit; validated on construction (one-line ValueErrors)."""
+    """Bins and statistics of a fit; validated on construction (one-line ValueErrors naming the field)."""
 
     bin_width: float = 1.0
     min_depth: float = 1.0
@@ -47,13 +92,13 @@ class FitSettings:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("bin_width", "min_depth", "max_depth", "ci_level"):
-            object.__setattr__(self, name, float(getattr(self, name)))
-        for name in ("min_count", "reservoir_size", "n_bootstrap", "seed"):
-            object.__setattr__(self, name, int(getattr(self, name)))
-        for name in ("bin_width", "min_depth", "max_depth", "ci_level"):
-            if not math.isfinite(float(getattr(self, name))):
-                raise ValueError(f"{name.replace('_', ' ')} must be finite, got {getattr(self, name)}")
+        for name in _FLOAT_SETTINGS + _INT_SETTINGS:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not _finite(value):
+                raise ValueError(f"{name.replace('_', ' ')} must be a finite number, got {show(value)}")
+            if name in _INT_SETTINGS and value != int(value):
+                raise ValueError(f"{name.replace('_', ' ')} must be a whole number, got {show(value)}")
+            object.__setattr__(self, name, int(value) if name in _INT_SETTINGS else float(value))
         if self.bin_width <= 0:
             raise ValueError(f"empty bin range: bin width must be > 0 m, got {self.bin_width}")
         if self.min_depth < 0:
@@ -67,20 +112,34 @@ class FitSettings:
             )
         if self.n_bins > MAX_BINS:
             raise ValueError(
-                f"bin width {self.bin_width:g} m gives {self.n_bins} bins over {self.min_depth:g}..{self.max_depth:g} m; "
+                f"bin width {self.bin_width:g} m gives {self.n_bins if self.n_bins < 2**62 else 'over 2^62'} bins "
+                f"over {self.min_depth:g}..{self.max_depth:g} m; "
                 f"at most {MAX_BINS} (a bin width of at least {(self.max_depth - self.min_depth) / MAX_BINS:.3g} m)"
             )
-        if self.stat not in STATS:
-            raise ValueError(f"stat must be one of {', '.join(STATS)}, got {self.stat!r}")
+        if not isinstance(self.stat, str) or self.stat not in STATS:
+            raise ValueError(f"stat must be one of {', '.join(STATS)}, got {show(self.stat)}")
         if self.min_count < 1 or self.reservoir_size < 1 or self.n_bootstrap < 10:
             raise ValueError("min count and reservoir size must be >= 1, bootstrap resamples >= 10")
+        if self.n_bins * self.reservoir_size > MAX_RESERVOIR_SAMPLES:
+            raise ValueError(
+                f"reservoir size {self.reservoir_size} x {self.n_bins} bins is more than "
+                f"{MAX_RESERVOIR_SAMPLES} samples (1 GiB)"
+            )
+        if self.n_bootstrap * self.reservoir_size > MAX_BOOTSTRAP_DRAWS:
+            raise ValueError(
+                f"bootstrap resamples {self.n_bootstrap} x reservoir size {self.reservoir_size} is more "
+                f"than {MAX_BOOTSTRAP_DRAWS} draws per bin"
+            )
         if not 0 < self.ci_level < 1:
             raise ValueError(f"CI level must be in (0, 1), got {self.ci_level}")
+        if not 0 <= self.seed < 2**63:
+            raise ValueError(f"seed must be in [0, 2**63), got {self.seed}")
 
     @property
     def n_bins(self) -> int:
         """Whole bins that fit in [min_depth, max_depth] (the range is cut down to whole bins)."""
-        return int(math.floor((self.max_depth - self.min_depth) / self.bin_width + 1e-9))
+        span = (self.max_depth - self.min_depth) / self.bin_width
+        return int(math.floor(span + 1e-9)) if span < 2**62 else 2**62  # 1e308 / 1e-300 is inf
 
     @property
     def edges(self) -> np.ndarray:
@@ -88,115 +147,6 @@ class FitSettings:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def pair_mask(teacher: np.ndarray, lidar: np.ndarray, lo: float, hi: float) -> np.ndarray:
-    """Flat mask of the pixels a fit uses: LiDAR valid (> 0, finite) and lo <= teacher < hi, teacher > 0."""
-    t, lid = np.asarray(teacher).ravel(), np.asarray(lidar).ravel()
-    if t.shape != lid.shape:
-        raise ValueError(f"teacher and lidar depth differ in size: {t.size} vs {lid.size} pixels")
-    return (lid > 0) & np.isfinite(lid) & (t >= lo) & (t < hi) & (t > 0)
-
-
-def valid_pairs(
-    teacher: np.ndarray, lidar: np.ndarray, lo: float, hi: float
-) -> tuple[np.ndarray, np.ndarray]:
-    """Flat float32 (teacher, lidar) at the pixels of ``pair_mask``."""
-    keep = pair_mask(teacher, lidar, lo, hi)
-    t, lid = np.asarray(teacher).ravel()[keep], np.asarray(lidar).ravel()[keep]
-    return t.astype(np.float32, copy=False), lid.astype(np.float32, copy=False)
-
-
-class BinAccumulator:
-    """Running per-bin count, sum and sum of squares of ``lidar - teacher``, plus a fixed-size
-    uniform reservoir of errors per bin (Algorithm R, seeded) for the median and the bootstrap.
-    Accumulators of the same bins ``merge``, so shards can be reduced in any grouping."""
-
-    def __init__(self, edges: np.ndarray, reservoir_size: int = 4096, seed: Any = 0) -> None:
-        self.edges = np.asarray(edges, dtype=np.float64)
-        self.size = int(reservoir_size)
-        n = len(self.edges) - 1
-        self.counts = np.zeros(n, dtype=np.int64)
-        self.sums = np.zeros(n, dtype=np.float64)
-        self.sumsq = np.zeros(n, dtype=np.float64)
-        self.reservoir = np.zeros((n, self.size), dtype=np.float32)
-        self.rng = np.random.default_rng(seed)
-        self.frames = 0  # add() calls
-
-    @property
-    def n_bins(self) -> int:
-        return len(self.counts)
-
-    def add(self, teacher: np.ndarray, lidar: np.ndarray) -> None:
-        """Add one frame (or any arrays): pixels where both are valid and the teacher is in range."""
-        t, lid = valid_pairs(teacher, lidar, self.edges[0], self.edges[-1])
-        self.add_errors(self.bin_index(t), lid.astype(np.float64) - t)
-        self.frames += 1
-
-    def bin_index(self, teacher: np.ndarray) -> np.ndarray:
-        """Bin of each (in-range) teacher depth."""
-        width = self.edges[1] - self.edges[0]
-        idx = np.floor((teacher.astype(np.float64) - self.edges[0]) / width).astype(np.int64)
-        return np.clip(idx, 0, self.n_bins - 1)
-
-    def add_errors(self, idx: np.ndarray, err: np.ndarray) -> None:
-        """Add errors ``err`` falling in bins ``idx`` (in stream order)."""
-        new = np.bincount(idx, minlength=self.n_bins)
-        self.sums += np.bincount(idx, weights=err, minlength=self.n_bins)
-        self.sumsq += np.bincount(idx, weights=err * err, minlength=self.n_bins)
-        if self.size == 0:  # statistics only (held-out residuals)
-            self.counts += new
-            return
-        order = np.argsort(idx, kind="stable")  # keeps stream order within a bin
-        idx, err = idx[order], err[order].astype(np.float32)
-        starts = np.cumsum(new) - new
-        pos = self.counts[idx] + np.arange(len(idx)) - starts[idx]  # 0-based position in the bin's stream
-        self.counts += new
-        head = pos < self.size
-        self.reservoir[idx[head], pos[head]] = err[head]
-        idx, err, pos = idx[~head], err[~head], pos[~head]
-        if len(idx):
-            slot = (self.rng.random(len(idx)) * (pos + 1)).astype(np.int64)  # uniform in [0, pos]
-            hit = slot < self.size
-            key = idx[hit] * self.size + slot[hit]
-            _, first_rev = np.unique(key[::-1], return_index=True)
-            last = len(key) - 1 - first_rev  # a slot hit twice keeps the later item, as in Algorithm R
-            self.reservoir[idx[hit][last], slot[hit][last]] = err[hit][last]
-
-    def sample(self, b: int) -> np.ndarray:
-        """The reservoir of bin ``b`` (all its errors while there are at most ``size``)."""
-        return self.reservoir[b, : min(self.counts[b], self.size)]
-
-    def merge(self, other: BinAccumulator) -> BinAccumulator:
-        """Fold ``other`` into this one (in place, returned): the reservoirs stay uniform samples."""
-        if not np.array_equal(self.edges, other.edges) or self.size != other.size:
-            raise ValueError("cannot merge accumulators of different bins or reservoir sizes")
-        for b in np.flatnonzero(other.counts):
-            na, nb = int(self.counts[b]), int(other.counts[b])
-            a_vals, b_vals = self.sample(b), other.sample(b)
-            if na + nb <= self.size:
-                self.reservoir[b, na : na + nb] = b_vals
-                continue
-            from_a = self._split(na, nb)
-            keep_a = a_vals[self.rng.choice(len(a_vals), from_a, replace=False)]
-            keep_b = b_vals[self.rng.choice(len(b_vals), self.size - from_a, replace=False)]
-            self.reservoir[b] = np.concatenate([keep_a, keep_b])
-        self.counts += other.counts
-        self.sums += other.sums
-        self.sumsq += other.sumsq
-        self.frames += other.frames
-        return self
-
-    def _split(self, na: int, nb: int) -> int:
-        """How many of a uniform ``size``-subset of A+B come from A (hypergeometric)."""
-        if na + nb < 10**9:
-            return int(self.rng.hypergeometric(na, nb, self.size))
-        drawn = self.rng.binomial(self.size, na / (na + nb))
-        return int(np.clip(drawn, max(0, self.size - nb), min(na, self.size)))
-
-    @property
-    def nbytes(self) -> int:
-        return self.counts.nbytes + self.sums.nbytes + self.sumsq.nbytes + self.reservoir.nbytes
 
 
 @dataclass(frozen=True)
@@ -251,8 +201,16 @@ class Lut:
         }
 
     def save(self, path: str | Path) -> Path:
-        """Write ``lut.json`` atomically (temporary sibling, then rename)."""
-        return write_text_atomic(path, json.dumps(self.to_dict(), indent=1) + "\n")
+        """Write ``lut.json`` atomically (temporary sibling, then rename), once it passes the checks
+        ``load_lut`` makes (a table that could not be read back is not written)."""
+        from calib.lutfile import lut_from_dict
+
+        data = self.to_dict()
+        try:
+            lut_from_dict(data)
+        except ValueError as err:
+            raise ValueError(f"{path}: not written: {err}") from None
+        return write_text_atomic(path, json.dumps(data, indent=1, allow_nan=False) + "\n")
 
     @cached_property
     def _segments(self) -> tuple[float, float, np.ndarray, np.ndarray]:
@@ -280,40 +238,11 @@ def _floats(values: np.ndarray) -> list[float | None]:
 
 
 def load_lut(path: str | Path) -> Lut:
-    """Read ``lut.json`` (one-line errors: missing, malformed, other version, edited table)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such lut file")
-    try:
-        data = json.loads(path.read_text())
-        if data.get("lut_version") != LUT_VERSION:
-            raise ValueError(f"{path}: lut version {data.get('lut_version')} != {LUT_VERSION}")
-        bins = data["bins"]
-        arr = {k: np.array([np.nan if x is None else x for x in bins[k]], dtype=np.float64) for k in bins}
-        lut = Lut(
-            edges=arr["edges"],
-            value=arr["value"],
-            correction=arr["correction"],
-            count=np.array(bins["count"], dtype=np.int64),
-            std=arr["std"],
-            ci_low=arr["ci_low"],
-            ci_high=arr["ci_high"],
-            filled=np.array(bins["filled"], dtype=bool),
-            settings=data["settings"],
-            source=data.get("source") or {},
-            heldout=data.get("heldout"),
-        )
-    except (KeyError, TypeError, AttributeError, json.JSONDecodeError) as err:
-        raise ValueError(f"{path}: malformed lut file ({type(err).__name__}: {err})") from None
-    widths = np.diff(lut.edges)
-    sizes = {
-        len(getattr(lut, k)) for k in ("value", "correction", "count", "std", "ci_low", "ci_high", "filled")
-    }
-    if sizes != {len(widths)} or not len(widths) or not np.allclose(widths, widths[0], rtol=1e-9):
-        raise ValueError(f"{path}: malformed lut file (bins must be equal-width with one value each)")
-    if lut.sha256 != data.get("sha256"):
-        raise ValueError(f"{path}: table does not match its sha256 (edited by hand?)")
-    return lut
+    """Read ``lut.json``, every field checked (``calib.lutfile.read_lut``): FileNotFoundError when
+    absent, else one-line ValueErrors naming the file and the field."""
+    from calib.lutfile import read_lut
+
+    return read_lut(path)
 
 
 def fit_lut(
@@ -360,7 +289,7 @@ def lut_from_accumulator(acc: BinAccumulator, settings: FitSettings) -> Lut:
     centres = (settings.edges[:-1] + settings.edges[1:]) / 2
     correction = value.copy()
     correction[~populated] = np.interp(centres[~populated], centres[populated], value[populated])
-    return Lut(
+    lut = Lut(
         settings.edges,
         value,
         correction,
@@ -371,6 +300,13 @@ def lut_from_accumulator(acc: BinAccumulator, settings: FitSettings) -> Lut:
         ~populated,
         settings.to_dict(),
     )
+    from calib.lutfile import check_bins
+
+    try:
+        check_bins(lut, settings.min_count)
+    except ValueError as err:
+        raise ValueError(f"the fitted table is implausible (are both depths in metres?): {err}") from None
+    return lut
 
 
 def _bootstrap(

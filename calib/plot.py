@@ -26,13 +26,27 @@ def _title(lut: Lut) -> str:
     return f"{head}: depth bias vs LiDAR ({lut.settings['stat']}); {tail}"
 
 
+def _bars(
+    ax: Any, left: np.ndarray, right: np.ndarray, bottom: np.ndarray, top: np.ndarray, **style: Any
+) -> None:
+    """Rectangles ``[left, right] x [bottom, top]`` as one artist: ``ax.bar`` makes one patch a bar,
+    which took 20 s to draw for a 10,000-bin table."""
+    from matplotlib.collections import PolyCollection
+
+    corners = [(left, bottom), (left, top), (right, top), (right, bottom)]
+    verts = np.stack([np.stack(xy, axis=-1) for xy in corners], axis=1)
+    color = style.pop("color")
+    ax.add_collection(PolyCollection(verts, facecolor=color, edgecolor="none", **style))
+    ax.autoscale_view()
+
+
 def _error_panel(ax: Any, lut: Lut) -> None:
     """Top panel: the statistic per bin with its CI band, the table, filled bins, held-out residual."""
     c, populated = lut.centres, ~lut.filled
     level = f"{lut.settings['ci_level']:.0%}"
     width = lut.edges[1] - lut.edges[0]
-    ax.bar(c[populated], (lut.ci_high - lut.ci_low)[populated], bottom=lut.ci_low[populated], width=width,
-           color="tab:blue", alpha=0.3, lw=0, label=f"{level} bootstrap CI")  # fmt: skip
+    _bars(ax, c[populated] - width / 2, c[populated] + width / 2, lut.ci_low[populated], lut.ci_high[populated],
+          color="tab:blue", alpha=0.3, label=f"{level} bootstrap CI")  # fmt: skip
     ax.plot(c[populated], lut.value[populated], "o", ms=3, color="tab:blue",
             label=f"{lut.settings['stat']} of lidar − teacher")  # fmt: skip
     ax.plot(c, lut.correction, "-", lw=1, color="tab:blue", alpha=0.6, label="table (linear between centres)")
@@ -46,14 +60,17 @@ def _error_panel(ax: Any, lut: Lut) -> None:
     ax.axhline(0, color="black", lw=0.8)
     ax.set_ylabel("lidar − teacher depth (m)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="best")
+    # "best" searches every vertex for a free spot: 6 s of a 10,000-bin table's plot
+    ax.legend(fontsize=8, loc="best" if len(c) <= 1000 else "upper left")
 
 
 def _count_panel(ax: Any, lut: Lut) -> None:
     """Bottom panel: pixels per bin (log scale), filled bins in red, the min_count line."""
-    width, filled = lut.edges[1] - lut.edges[0], lut.filled
-    ax.bar(lut.centres[~filled], lut.count[~filled], width=0.9 * width, color="tab:blue", label="fit pixels")
-    ax.bar(lut.centres[filled], lut.count[filled], width=0.9 * width, color="tab:red", label="filled bins")
+    half, filled, c = 0.45 * (lut.edges[1] - lut.edges[0]), lut.filled, lut.centres
+    for keep, color, label in ((~filled, "tab:blue", "fit pixels"), (filled, "tab:red", "filled bins")):
+        if keep.any():
+            count = lut.count[keep].astype(np.float64)
+            _bars(ax, c[keep] - half, c[keep] + half, np.zeros_like(count), count, color=color, label=label)
     held = lut.heldout
     if held and held.get("pixels"):
         ax.step(

@@ -332,5 +332,5 @@ def test_no_overlapping_pixels_is_an_error():
         fit_lut([(teacher, teacher)], max_depth=20)  # teacher out of range
     with pytest.raises(ValueError, match="no bin has 100 pixels"):
         fit_lut([(teacher, teacher)])
-    with pytest.raises(ValueError, match="differ in size"):
+    with pytest.raises(ValueError, match="teacher depth 4x5 and lidar depth 2x5 .H x W. differ in shape"):
         fit_lut([(teacher, teacher[:2])])

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import replace
 
 import numpy as np
 import pytest
 
-from calib.lut import Evaluation, Lut, fit_lut
+from calib.lut import MAX_BINS, Evaluation, Lut, fit_lut
 from calib.plot import lut_figure, plot_lut
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -65,3 +66,42 @@ def test_png_has_two_panels_and_a_readable_title(which, request, tmp_path):
             assert "no held-out drives" in title
     finally:
         plt.close(fig)
+
+
+def test_bands_and_bars_hold_the_table(lut):
+    import matplotlib.pyplot as plt
+
+    fig = lut_figure(lut)
+    try:
+        top, bottom = fig.axes
+        populated = ~lut.filled
+        (band,) = [c for c in top.collections if c.get_label().endswith("bootstrap CI")]
+        verts = np.array([p.vertices[:4] for p in band.get_paths()])
+        np.testing.assert_allclose(verts[:, 0, 1], lut.ci_low[populated])
+        np.testing.assert_allclose(verts[:, 1, 1], lut.ci_high[populated])
+        np.testing.assert_allclose(verts[:, [0, 2], 0].mean(axis=1), lut.centres[populated])
+        bars = {
+            c.get_label(): np.array([p.vertices[1, 1] for p in c.get_paths()]) for c in bottom.collections
+        }
+        np.testing.assert_array_equal(bars["fit pixels"], lut.count[populated])
+        np.testing.assert_array_equal(bars["filled bins"], lut.count[lut.filled])
+    finally:
+        plt.close(fig)
+
+
+def test_the_largest_table_plots_in_seconds_with_one_artist_per_series(tmp_path):
+    """Fault 10: ``ax.bar`` made one patch per bin (20 s for 10,000 bins); the cap makes this the worst."""
+    import matplotlib.pyplot as plt
+
+    big = fit_lut(
+        frames(2, count=2), bin_width=(80 - 1) / MAX_BINS, min_count=3, reservoir_size=8, n_bootstrap=20
+    )
+    assert len(big.count) == MAX_BINS and big.filled.any() and (~big.filled).any()
+    fig = lut_figure(big)
+    try:
+        assert all(len(ax.patches) == 0 and len(ax.collections) <= 2 for ax in fig.axes)
+    finally:
+        plt.close(fig)
+    start = time.perf_counter()
+    data = plot_lut(big, tmp_path / "lut.png").read_bytes()
+    assert data[:8] == PNG_SIGNATURE and time.perf_counter() - start < 60  # about 1 s on an idle core
