@@ -6,10 +6,11 @@ goes through here: checkpoints, run-folder files, evaluation results, prediction
 
 from __future__ import annotations
 
+import errno
 import os
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import BinaryIO
 
@@ -23,7 +24,7 @@ def atomic_writer(path: str | Path) -> Iterator[BinaryIO]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    tmp = _temp_sibling(path)
     try:
         with open(tmp, "wb") as handle:
             yield handle
@@ -31,11 +32,41 @@ def atomic_writer(path: str | Path) -> Iterator[BinaryIO]:
             os.fsync(handle.fileno())
         os.replace(tmp, path)
     except OSError as err:
-        if err.filename is None and err.errno is not None:  # a write or flush: name the file
+        if err.errno is not None and err.filename in (None, str(tmp)):  # name the file, not its temp
             raise type(err)(err.errno, err.strerror, str(path)) from None
         raise
     finally:
-        tmp.unlink(missing_ok=True)
+        with suppress(OSError):  # on a read-only disk even removing a missing file fails (EROFS)
+            tmp.unlink(missing_ok=True)
+
+
+def _temp_sibling(path: Path) -> Path:
+    return path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+
+
+def check_writable(path: str | Path) -> Path:
+    """Raise the OS error (naming ``path``) unless ``path`` could be written now; leave nothing behind.
+
+    For commands that write their output after long work: they call this at the door. The nearest
+    existing folder of ``path`` gets a temporary file, created and removed at once (folders that do
+    not exist yet are not created); a regular file in the way is ``NotADirectoryError``.
+    """
+    path = Path(path)
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    try:
+        if not folder.is_dir():
+            raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(folder))
+        if path.is_dir():
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
+        probe = _temp_sibling(folder / path.name)
+        fd = os.open(probe, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise type(err)(err.errno, err.strerror, str(path)) from None
+    return path
 
 
 def write_bytes_atomic(path: str | Path, data: bytes) -> Path:
@@ -58,4 +89,4 @@ def save_figure(fig, path: str | Path, **savefig_kwargs) -> Path:
     return write_bytes_atomic(path, buffer.getvalue())
 
 
-__all__ = ["atomic_writer", "save_figure", "write_bytes_atomic", "write_text_atomic"]
+__all__ = ["atomic_writer", "check_writable", "save_figure", "write_bytes_atomic", "write_text_atomic"]

@@ -10,7 +10,15 @@ from dataclasses import asdict, dataclass
 import torch
 
 from labelgen.atomic import save_figure
-from student.model import VARIANTS, build_student, count_macs, count_parameters, output_size
+from student.model import (
+    MAX_NUM_CLASSES,
+    VARIANTS,
+    build_student,
+    check_input_size,
+    count_macs,
+    count_parameters,
+    output_size,
+)
 
 DEFAULT_SIZES = ((320, 480), (320, 1056))
 """(height, width) inputs of the paper: Table VI (edge) and the training size."""
@@ -54,7 +62,11 @@ def summarize_variants(
     arch: str = "paper",
 ) -> list[VariantRow]:
     """Parameters, multiply-adds, output size (and optionally latency) for each variant and size of
-    the ``arch`` decoder."""
+    the ``arch`` decoder. Every size and the class count are checked before anything is built."""
+    if not 1 <= num_classes <= MAX_NUM_CLASSES:
+        raise ValueError(f"--num-classes must be 1..{MAX_NUM_CLASSES}, got {num_classes}")
+    for size in sizes:
+        check_input_size(*size)
     rows = []
     for variant in variants:
         model = build_student(variant, num_classes=num_classes, seg=seg, return_classes=seg, arch=arch)

@@ -51,9 +51,26 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     for key in ("model_config", "model"):
         if not isinstance(data.get(key), dict):
             raise ValueError(f"{path}: student checkpoint without {key!r} (damaged?)")
+    check_weights(data["model"], path)
     if data["format_version"] == 1:
         data["model_config"] = {"arch": LEGACY_ARCH, **data["model_config"]}
     return data
+
+
+def check_weights(state: Any, path: str | Path, what: str = "model") -> None:
+    """Refuse a state dict that is not names -> tensors, or whose floating-point tensors (weights
+    and buffers alike) hold NaN or inf: such a network would only ever predict NaN."""
+    if not isinstance(state, dict) or not all(isinstance(k, str) for k in state):
+        raise ValueError(f"{path}: {what} is not a mapping of names to tensors (damaged?)")
+    for key, tensor in state.items():
+        if not isinstance(tensor, torch.Tensor):
+            raise ValueError(f"{path}: {what} entry {key} is a {type(tensor).__name__}, not a tensor")
+        if (tensor.is_floating_point() or tensor.is_complex()) and not bool(torch.isfinite(tensor).all()):
+            bad = int((~torch.isfinite(tensor)).sum())
+            raise ValueError(
+                f"{path}: tensor {key} holds {bad} NaN or infinite values; the checkpoint is damaged "
+                "or its training diverged"
+            )
 
 
 def load_student(
@@ -87,4 +104,4 @@ def load_student(
     return model.to(device).eval(), config
 
 
-__all__ = ["FORMAT", "FORMAT_VERSION", "load_student", "read_checkpoint", "save_checkpoint"]
+__all__ = ["FORMAT", "FORMAT_VERSION", "check_weights", "load_student", "read_checkpoint", "save_checkpoint"]

@@ -8,6 +8,9 @@ written into the run folder's ``config.json`` (format: docs/training.md).
 
 from __future__ import annotations
 
+import math
+import numbers
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
@@ -17,6 +20,8 @@ from student.model import (
     ARCHS,
     DEFAULT_ARCH,
     ENCODER_STYLES,
+    MAX_INPUT_SIDE,
+    MAX_NUM_CLASSES,
     STRIDE,
     VARIANTS,
     DepthSegStudent,
@@ -30,6 +35,40 @@ DEPTH_SPACES = ("log", "linear")
 
 KERAS_MEAN = KERAS_STD = (0.5, 0.5, 0.5)
 """Keras MobileNetV2's input scaling, x / 127.5 - 1, written as mean and std of x / 255."""
+
+
+MAX_BATCH_SIZE = 1024
+"""Samples per batch and process (train, eval, predict)."""
+MAX_TOTAL_STEPS = 10_000_000
+"""epochs x iters-per-epoch: 115 days at 1 step/s (the paper's recipe is 20,000)."""
+
+
+def _is_number(value: Any, integer: bool = False) -> bool:
+    kind = numbers.Integral if integer else numbers.Real
+    return isinstance(value, kind) and not isinstance(value, bool)
+
+
+def _choice(name: str, value: Any, choices: Any, upper: bool = False) -> str:
+    """``value`` if it is a string among ``choices`` (upper-cased first with ``upper``)."""
+    if isinstance(value, str) and (value.upper() if upper else value) in choices:
+        return value.upper() if upper else value
+    raise ValueError(f"model setting {name} {value!r} is unknown; choose one of {', '.join(choices)}")
+
+
+def _integer(name: str, value: Any, low: int, high: int) -> int:
+    if not _is_number(value, integer=True) or not low <= value <= high:
+        raise ValueError(f"model setting {name} must be a whole number in {low}..{high}, got {value!r}")
+    return int(value)
+
+
+def _numbers(name: str, value: Any, count: int, integer: bool = False) -> tuple:
+    """``count`` finite numbers (whole numbers with ``integer``) as a tuple of int or float."""
+    kind = "whole numbers" if integer else "finite numbers"
+    if isinstance(value, str | bytes) or not isinstance(value, Sequence) or len(value) != count:
+        raise ValueError(f"model setting {name} must be {count} {kind}, got {value!r}")
+    if not all(_is_number(v, integer) and math.isfinite(v) for v in value):
+        raise ValueError(f"model setting {name} must be {count} {kind}, got {list(value)!r}")
+    return tuple(int(v) if integer else float(v) for v in value)
 
 
 @dataclass(frozen=True)
@@ -54,31 +93,34 @@ class ModelConfig:
     depth_range: tuple[float, float] = (MIN_LOG_DEPTH, MAX_LOG_DEPTH)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "variant", self.variant.upper())
-        if self.variant not in VARIANTS:
-            raise ValueError(f"unknown variant {self.variant!r}; choose one of {', '.join(VARIANTS)}")
-        if self.depth_space not in DEPTH_SPACES:
+        """Every setting's type and range, before anything is sized by it (a crafted checkpoint
+        must never reach an allocation): one ValueError naming the setting."""
+        variant = _choice("variant", self.variant, VARIANTS, upper=True)
+        object.__setattr__(self, "variant", variant)
+        _integer("num_classes", self.num_classes, 1, MAX_NUM_CLASSES)
+        if not isinstance(self.seg, bool):
+            raise ValueError(f"model setting seg must be true or false, got {self.seg!r}")
+        _choice("depth_space", self.depth_space, DEPTH_SPACES)
+        _choice("arch", self.arch, ARCHS)
+        _choice("encoder_style", self.encoder_style, ENCODER_STYLES)
+        size = _numbers("input_size", self.input_size, 2, integer=True)
+        for side in size:
+            if not 0 < side <= MAX_INPUT_SIDE:
+                raise ValueError(
+                    f"model setting input_size {list(size)}: each side must be 1..{MAX_INPUT_SIDE} pixels"
+                )
+        object.__setattr__(self, "input_size", (int(size[0]), int(size[1])))
+        object.__setattr__(self, "mean", _numbers("mean", self.mean, 3))
+        std = _numbers("std", self.std, 3)
+        if min(std) <= 0:
+            raise ValueError(f"model setting std {list(std)}: every value must be positive")
+        object.__setattr__(self, "std", std)
+        depth_range = _numbers("depth_range", self.depth_range, 2)
+        if not 0 < depth_range[0] < depth_range[1]:
             raise ValueError(
-                f"depth space must be one of {', '.join(DEPTH_SPACES)}, got {self.depth_space!r}"
+                f"model setting depth_range {list(depth_range)}: must be (min, max) metres with 0 < min < max"
             )
-        if self.num_classes < 1:
-            raise ValueError(f"num_classes must be positive, got {self.num_classes}")
-        if self.arch not in ARCHS:
-            raise ValueError(f"unknown decoder architecture {self.arch!r}; choose one of {', '.join(ARCHS)}")
-        if self.encoder_style not in ENCODER_STYLES:
-            raise ValueError(
-                f"encoder style must be one of {', '.join(ENCODER_STYLES)}, got {self.encoder_style!r}"
-            )
-        object.__setattr__(self, "input_size", (int(self.input_size[0]), int(self.input_size[1])))
-        object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
-        object.__setattr__(self, "std", tuple(float(v) for v in self.std))
-        object.__setattr__(self, "depth_range", tuple(float(v) for v in self.depth_range))
-        if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
-            raise ValueError(f"mean and std need 3 values each, std positive; got {self.mean} and {self.std}")
-        if len(self.depth_range) != 2 or not 0 < self.depth_range[0] < self.depth_range[1]:
-            raise ValueError(
-                f"depth range must be (min, max) metres with 0 < min < max, got {self.depth_range}"
-            )
+        object.__setattr__(self, "depth_range", depth_range)
         check_input_size(*self.input_size)
 
     @property
@@ -128,19 +170,18 @@ class ModelConfig:
         return data
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], source: str = "config") -> ModelConfig:
+    def from_dict(cls, data: Any, source: str = "config") -> ModelConfig:
+        """The settings of a file (a checkpoint, config.json); errors name ``source`` and the setting."""
+        if not isinstance(data, dict):
+            raise ValueError(f"{source}: model settings are a {type(data).__name__}, not a mapping")
         known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
+        unknown = sorted(set(map(str, data)) - known)
         if unknown:
             raise ValueError(f"{source}: unknown model settings {', '.join(unknown)}")
-        values = dict(data)
-        for key in ("input_size", "mean", "std", "depth_range"):
-            if key in values:
-                values[key] = tuple(values[key])
         try:
-            return cls(**values)
-        except TypeError as err:
-            raise ValueError(f"{source}: malformed model settings ({err})") from None
+            return cls(**data)
+        except ValueError as err:
+            raise ValueError(f"{source}: {err}") from None
 
 
 @dataclass(frozen=True)
@@ -173,6 +214,7 @@ class TrainConfig:
     val_fraction: float = 0.1
     train_frames: str | None = None  # frame-list files: train / validate on these frames only
     val_frames: str | None = None
+    val_max_frames: int = 200  # validate on at most this many held-out frames (seeded, fixed); 0: all
     sync_bn: bool = True
     seed: int = 0
 
@@ -180,7 +222,16 @@ class TrainConfig:
         checks = (
             (self.epochs >= 1, f"epochs must be at least 1, got {self.epochs}"),
             (self.iters_per_epoch >= 1, f"iters per epoch must be at least 1, got {self.iters_per_epoch}"),
-            (self.batch_size >= 1, f"batch size must be at least 1, got {self.batch_size}"),
+            (
+                1 <= self.batch_size <= MAX_BATCH_SIZE,
+                f"batch size must be 1..{MAX_BATCH_SIZE}, got {self.batch_size}",
+            ),
+            (
+                self.epochs * self.iters_per_epoch <= MAX_TOTAL_STEPS,
+                f"--epochs {self.epochs} x --iters-per-epoch {self.iters_per_epoch} = "
+                f"{self.epochs * self.iters_per_epoch:,} steps; at most {MAX_TOTAL_STEPS:,}",
+            ),
+            (self.val_max_frames >= 0, f"val max frames must be 0 (all) or more, got {self.val_max_frames}"),
             (self.lr > 0, f"learning rate must be positive, got {self.lr}"),
             (0 < self.lr_decay <= 1, f"lr decay must be in (0, 1], got {self.lr_decay}"),
             (self.workers >= 0, f"workers must be 0 or more, got {self.workers}"),
@@ -216,4 +267,13 @@ class TrainConfig:
         return cls(**values)
 
 
-__all__ = ["DEPTH_SPACES", "STRIDE", "ModelConfig", "TrainConfig"]
+__all__ = [
+    "DEPTH_SPACES",
+    "MAX_BATCH_SIZE",
+    "MAX_INPUT_SIDE",
+    "MAX_NUM_CLASSES",
+    "MAX_TOTAL_STEPS",
+    "STRIDE",
+    "ModelConfig",
+    "TrainConfig",
+]

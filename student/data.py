@@ -19,6 +19,7 @@ augmentations depend on neither the number of loader workers nor a resume.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -238,8 +239,9 @@ class LabelDataset(Dataset):
     With ``seed`` (and ``augment``) the sample is flipped / jittered by that seed's draws. Images
     are resized with area averaging; depth and labels with nearest neighbour, so invalid depth
     never blends into valid pixels and class ids stay class ids. Labels outside ``depth_range``
-    become 0. With ``full_res`` the depth (and ``lidar``, when ``lidar``) stay at the shard's
-    resolution, for validation against the full-resolution labels. ``labels_dir`` may be a
+    become 0. With ``lidar`` the sample also holds the projected LiDAR (``"lidar"``), resized as the
+    depth labels are. With ``full_res`` the depth (and ``lidar``) stay at the shard's resolution,
+    for scoring against the full-resolution labels. ``labels_dir`` may be a
     ``LabelFolder`` (its plan and shard statuses are used; the dataset keeps only the path).
     """
 
@@ -287,6 +289,14 @@ class LabelDataset(Dataset):
     def __len__(self) -> int:
         return len(self.rows)
 
+    def restricted_to(self, frame_ids: Sequence[str]) -> LabelDataset:
+        """A copy holding only the frames of ``frame_ids`` that this dataset holds (its order kept)."""
+        wanted = set(frame_ids)
+        ids = self.reader.frame_ids
+        clone = copy.copy(self)
+        clone.rows = [r for r in self.rows if ids[r] in wanted]
+        return clone
+
     @property
     def frame_ids(self) -> list[str]:
         ids = self.reader.frame_ids
@@ -316,6 +326,10 @@ class LabelDataset(Dataset):
         else:
             zoomed = _nearest(_cut(depth, window), self.size) / np.float32(zoom)
             sample["depth"] = torch.from_numpy(_flip(zoomed, flip))
+            if self.lidar:  # sparse: nearest neighbour keeps the points on sampled pixels, blends none
+                lidar = np.asarray(item["lidar/depth"], dtype=np.float32)
+                lidar = _nearest(_cut(lidar, window), self.size) / np.float32(zoom)
+                sample["lidar"] = torch.from_numpy(_flip(lidar, flip))
         if self.seg:
             labels = _flip(_nearest(_cut(item[f"{self.seg}/seg"], window), self.size), flip)
             sample["labels"] = torch.from_numpy(labels.astype(np.int64))

@@ -24,10 +24,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from labelgen.atomic import write_text_atomic
+from labelgen.atomic import check_writable, write_text_atomic
 from labelgen.checkpoints import sha256_file
 from labelgen.kitti import read_image
 from student.checkpoint import load_student
+from student.config import MAX_BATCH_SIZE
 from student.data import preprocess_image
 from student.eval_frames import EvalFrame, EvalSet, resolve_split
 from student.metrics import METRIC_NAMES, RESIZE_MODES, crop_mask, evaluate_image
@@ -83,10 +84,21 @@ class EvalResult:
         """What eval.json holds: the seven metrics, frames, no_gt, then the provenance keys."""
         return {**self.metrics, "frames": self.frames, "no_gt": list(self.no_gt), **self.provenance}
 
+    @staticmethod
+    def outputs(out_json: str | Path) -> tuple[Path, Path]:
+        """(eval.json, its per-frame CSV) for ``out_json``."""
+        out_json = Path(out_json)
+        return out_json, out_json.with_name(f"{out_json.stem}_frames.csv")
+
+    @staticmethod
+    def check_writable(out_json: str | Path) -> None:
+        """Raise the OS error naming the file unless both outputs could be written (before the work)."""
+        for path in EvalResult.outputs(out_json):
+            check_writable(path)
+
     def save(self, out_json: str | Path) -> tuple[Path, Path]:
         """Write eval.json and ``<stem>_frames.csv`` beside it, each atomically; returns both paths."""
-        out_json = Path(out_json)
-        csv_path = out_json.with_name(f"{out_json.stem}_frames.csv")
+        out_json, csv_path = self.outputs(out_json)
         data = {**self.to_dict(), "per_frame_csv": csv_path.name}
         buffer = io.StringIO()
         writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, lineterminator="\n")
@@ -156,6 +168,9 @@ def score_predictions(
             f"(gt {eval_set.gt}, crop {eval_set.crop})"
         )
     metrics = {name: float(np.mean([row[name] for row in rows])) for name in METRIC_NAMES}
+    bad = [name for name, value in metrics.items() if not np.isfinite(value)]
+    if bad:  # a figure that is not a number is never reported as a result
+        raise ValueError(f"{where}: the {bad[0]} over {len(rows)} frames is {metrics[bad[0]]}, not a number")
     provenance = {
         "protocol": eval_set.describe() + (", median-scaled per frame" if median_scaling else ""),
         **eval_set.provenance(),
@@ -193,8 +208,10 @@ def checkpoint_predictions(
     batch_size: int = 4,
     progress: bool = True,
     formats: set[str] | None = None,
+    source: str | Path = "the network",
 ) -> Iterator[tuple[EvalFrame, np.ndarray]]:
-    """A model's depth for every frame: the image pre-processed exactly as in training."""
+    """A model's depth for every frame: the image pre-processed exactly as in training. Depth that
+    is not finite is refused (a ValueError naming ``source`` and the frame), never scored."""
     with tqdm(total=len(eval_set), desc="eval", unit="frame", disable=not progress) as bar:
         for batch in _batches(eval_set.frames, batch_size):
             if formats is not None:
@@ -205,6 +222,11 @@ def checkpoint_predictions(
             with torch.inference_mode():
                 depth = model(inputs.to(device))
             for frame, prediction in zip(batch, depth.float().cpu().numpy()[:, 0], strict=True):
+                if not np.isfinite(prediction).all():
+                    raise ValueError(
+                        f"{source}: predicts NaN or infinite depth for {frame.image}; the checkpoint is "
+                        "damaged or its training diverged"
+                    )
                 yield frame, prediction
                 bar.update(1)
 
@@ -236,9 +258,10 @@ def evaluate_checkpoint(
     if gt is not None:
         _check_choice(gt, GT_KINDS, "ground truth kind")
     _check_choice(resize_in, RESIZE_MODES, "resize mode")
-    if batch_size < 1:
-        raise ValueError(f"batch size must be at least 1, got {batch_size}")
+    if not 1 <= batch_size <= MAX_BATCH_SIZE:
+        raise ValueError(f"--batch-size must be 1..{MAX_BATCH_SIZE}, got {batch_size}")
     eval_set = EvalSet(data_root, split, gt, crop, layout, annotated_root)
+    batch_size = min(batch_size, max(len(eval_set), 1))  # a larger batch holds no more frames
     model, config = load_student(checkpoint, variant, device)
     try:
         height, width = (int(side) for side in (size or config.input_size))
@@ -247,7 +270,7 @@ def evaluate_checkpoint(
     check_input_size(height, width)
     formats: set[str] = set()
     predictions = checkpoint_predictions(
-        model, config, eval_set, (height, width), device, batch_size, progress, formats
+        model, config, eval_set, (height, width), device, batch_size, progress, formats, checkpoint
     )
     result = score_predictions(eval_set, predictions, median_scaling, resize_in)
     provenance = {

@@ -14,6 +14,7 @@ import json
 import logging
 import tempfile
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,7 +24,7 @@ import onnxruntime
 import torch
 from torch import Tensor, nn
 
-from labelgen.atomic import write_bytes_atomic, write_text_atomic
+from labelgen.atomic import check_writable, write_bytes_atomic, write_text_atomic
 from labelgen.checkpoints import sha256_file
 from student import onnx_checks as checks
 from student.calibration import calibration_frames, to_export_input
@@ -117,7 +118,10 @@ def export_onnx(
     ``size`` is (height, width), multiples of 32. The FP32 file is always written (it is the base of
     the FP16 and INT8 copies). ``trt8`` + ``fp16`` writes no file: FP16 is TensorRT 8's builder flag.
     """
-    check_input_size(*size)
+    try:
+        check_input_size(*size)
+    except ValueError as err:
+        raise ValueError(f"--size {size[1]}x{size[0]}: {err}") from None
     if target not in TARGETS:
         raise ValueError(f"unknown target {target!r}; choose one of {', '.join(TARGETS)}")
     unknown = sorted(set(precisions) - set(PRECISIONS))
@@ -131,9 +135,10 @@ def export_onnx(
     dtype = input_dtype or DEFAULT_INPUT_DTYPE[target]
     if dtype not in ("uint8", "float32"):
         raise ValueError(f"input dtype must be uint8 or float32, got {dtype!r}")
+    out_dir = Path(out_dir)
+    check_writable(out_dir / "manifest.json")  # before the work, and without creating folders
     read_checkpoint(checkpoint)  # one-line refusal of a file that is not a student checkpoint
     say = print if progress else (lambda *_: None)
-    out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     manifest = Manifest(out_dir, str(checkpoint), sha256_file(checkpoint))
 
@@ -160,7 +165,7 @@ def export_onnx(
         say(f"exporting {base.name}")
         fp32 = _export(wrapper, base, target, size, dtype, with_seg)
         entry = _describe(manifest, base, fp32, variant, target, "fp32", config, size, dtype)
-        entry["parity"] = _fp32_parity(base, wrapper, real, size, dtype, target)
+        entry["parity"] = _checked(_fp32_parity, base, wrapper, real, size, dtype, target, checkpoint)
         manifest.files.append(entry)
         ref = [checks.run(checks.session(base), x)[0] for x in real]
         copies = [p for p in ("fp16", "int8") if p in precisions and not (p == "fp16" and target == "trt8")]
@@ -182,7 +187,7 @@ def export_onnx(
                 entry = _describe(
                     manifest, path, copy, variant, target, precision, config, size, dtype, runtime
                 )
-                entry["parity"] = _copy_parity(path, precision, real, ref)
+                entry["parity"] = _checked(_copy_parity, path, precision, real, ref)
                 if precision == "int8":
                     entry["calibration"] = {
                         "labels": str(calib_labels),
@@ -304,7 +309,20 @@ def _quiet_quantizer():
         root.setLevel(level)
 
 
-def _fp32_parity(path: Path, wrapper: ExportModel, real, size, dtype: str, target: str) -> dict:
+def _checked(parity: Callable[..., dict], path: Path, *args: object) -> dict:
+    """``parity(path, *args)``; a file that fails it is removed with its commands file (never left
+    as good)."""
+    try:
+        return parity(path, *args)
+    except ValueError:
+        path.unlink(missing_ok=True)
+        path.with_name(path.stem + ".commands.txt").unlink(missing_ok=True)
+        raise
+
+
+def _fp32_parity(
+    path: Path, wrapper: ExportModel, real, size, dtype: str, target: str, checkpoint: str | Path = ""
+) -> dict:
     """ORT CPU vs PyTorch on 2 random images and the real frames; raises past the FP32 bounds."""
     rng = np.random.default_rng(0)
     height, width = size
@@ -316,11 +334,17 @@ def _fp32_parity(path: Path, wrapper: ExportModel, real, size, dtype: str, targe
         got = checks.run(sess, image)
         with torch.no_grad():
             want = [t.numpy() for t in wrapper(torch.from_numpy(image))]
+        for name, output in (("ONNX Runtime", got[0]), ("PyTorch", want[0])):
+            if not np.isfinite(output).all():
+                raise ValueError(
+                    f"{checkpoint or path.name}: {name} outputs NaN or infinite depth in {path.name}; "
+                    "the checkpoint is damaged or its training diverged (file removed)"
+                )
         rel = max(rel, checks.max_rel_err(got[0], want[0]))
         if len(want) > 1:
             agree.append(float(np.mean(got[1] == want[1])))
     figures = {"images": len(randoms) * shape[0] + len(real), "max_rel_err": rel}
-    if rel >= checks.FP32_MAX_REL_ERR:
+    if not rel < checks.FP32_MAX_REL_ERR:
         raise ValueError(
             f"{path.name}: FP32 max relative error {rel:.3g} vs PyTorch >= {checks.FP32_MAX_REL_ERR}"
         )

@@ -76,6 +76,8 @@ ARCHS: dict[str, DecoderSpec] = {
 DEFAULT_ARCH = "paper"
 DECODER_WIDTHS, DECODER_BOTTLENECKS = ARCHS[DEFAULT_ARCH].widths, ARCHS[DEFAULT_ARCH].bottlenecks
 STRIDE = 32  # total encoder stride: inputs must be multiples of it
+MAX_INPUT_SIDE = 8192  # pixels per side of the network input: far beyond any camera the toolkit reads
+MAX_NUM_CLASSES = 255  # class maps are uint8 with 255 = ignore
 MIN_LINEAR_DEPTH = 1e-3  # metres: a linear-space head's prediction is floored here (eval's lower cap)
 
 
@@ -208,6 +210,8 @@ class DepthSegStudent(nn.Module):
         self.depth_space = depth_space
         if return_classes and not seg:
             raise ValueError("return_classes needs the segmentation head (seg=True)")
+        if seg and not 1 <= num_classes <= MAX_NUM_CLASSES:
+            raise ValueError(f"num_classes must be 1..{MAX_NUM_CLASSES}, got {num_classes}")
         self.num_blocks = num_blocks
         self.num_classes = num_classes if seg else 0
         self.return_classes = return_classes
@@ -270,8 +274,11 @@ class DepthSegStudent(nn.Module):
 
 
 def check_input_size(height: int, width: int) -> None:
-    """Raise ValueError unless both sides are positive multiples of the encoder stride (32)."""
+    """Raise ValueError unless both sides are positive multiples of the encoder stride (32), at most
+    ``MAX_INPUT_SIDE`` pixels (checked before any tensor of that size exists)."""
     for name, size in (("height", int(height)), ("width", int(width))):
+        if size > MAX_INPUT_SIDE:
+            raise ValueError(f"input {name} {size} is more than {MAX_INPUT_SIDE} pixels")
         if size <= 0 or size % STRIDE:
             lower = max(STRIDE, size // STRIDE * STRIDE)
             nearest = f"{lower} or {lower + STRIDE}" if lower < size else f"{lower}"

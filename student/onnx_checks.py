@@ -9,6 +9,7 @@ depth on real frames. Every bound below fails the export when crossed (docs/expo
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -110,7 +111,9 @@ def run(sess: ort.InferenceSession, image: np.ndarray) -> list[np.ndarray]:
 
 
 def max_rel_err(test: np.ndarray, ref: np.ndarray) -> float:
-    """max |test - ref| / max |ref|."""
+    """max |test - ref| / max |ref|; infinite when either holds NaN or inf (never a match)."""
+    if not (np.isfinite(test).all() and np.isfinite(ref).all()):
+        return math.inf
     return float(np.abs(test.astype(np.float64) - ref).max() / max(np.abs(ref).max(), 1e-12))
 
 

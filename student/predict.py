@@ -25,11 +25,12 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from labelgen.atomic import write_bytes_atomic
+from labelgen.atomic import check_writable, write_bytes_atomic
 from labelgen.inspect import depth_figure, seg_palette
 from labelgen.kitti import IMAGE_SUFFIXES, read_image
 from labelgen.lidar import depth_to_png16
 from student.checkpoint import load_student
+from student.config import MAX_BATCH_SIZE
 from student.data import preprocess_image
 
 
@@ -174,11 +175,12 @@ def predict_images(
     one-line warning (also listed in the result's ``skipped``), and if no image could be read at all
     that is a ValueError. Returns one :class:`Prediction` per written image, in input order.
     """
-    if batch_size < 1:
-        raise ValueError(f"batch size must be at least 1, got {batch_size}")
+    if not 1 <= batch_size <= MAX_BATCH_SIZE:
+        raise ValueError(f"--batch-size must be 1..{MAX_BATCH_SIZE}, got {batch_size}")
     paths = find_images(inputs)
     stems = output_stems(paths)
     out_dir = Path(out_dir)
+    check_writable(out_dir / f"{stems[0]}_depth.png")  # before any work, and without creating folders
 
     # return_classes is honoured only by a model with the segmentation head (ModelConfig.build)
     model, config = load_student(checkpoint, variant, device, return_classes=True)
@@ -192,8 +194,7 @@ def predict_images(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    skipped: list[str] = []
+    skipped: list[str] = []  # out_dir is made by the first write: a refused run leaves none
     results: list[Prediction] = []
     model_device = next(model.parameters()).device
     with tqdm(total=len(paths), unit="image", disable=not progress) as bar:
@@ -204,6 +205,13 @@ def predict_images(
             with torch.inference_mode():
                 out = model(x.to(model_device))
                 depth, classes = out if seg else (out, None)
+                finite = torch.isfinite(depth.float()).flatten(1).all(dim=1)
+                if not bool(finite.all()):
+                    bad = paths[batch[int((~finite).nonzero()[0, 0])][0]]
+                    raise ValueError(
+                        f"{checkpoint}: the network predicts NaN or infinite depth for {bad}; the "
+                        "checkpoint is damaged or its training diverged (nothing written for it)"
+                    )
                 for k, (index, image) in enumerate(batch):
                     shape = image.shape[:2]
                     full = F.interpolate(

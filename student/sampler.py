@@ -12,6 +12,7 @@ Hence a resumed run sees exactly what an uninterrupted one would, and one proces
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 
 import numpy as np
@@ -25,6 +26,16 @@ def epoch_order(num_rows: int, num_samples: int, seed: int, epoch: int) -> np.nd
     rng = np.random.default_rng([seed, epoch])
     rounds = -(-num_samples // num_rows)
     return np.concatenate([rng.permutation(num_rows) for _ in range(rounds)])[:num_samples]
+
+
+def epoch_stream(num_rows: int, seed: int, epoch: int) -> Iterator[int]:
+    """The same order as :func:`epoch_order`, endless and lazy: memory of one permutation, however
+    many samples an epoch takes."""
+    if num_rows < 1:
+        raise ValueError("no training frames to sample from")
+    rng = np.random.default_rng([seed, epoch])
+    while True:
+        yield from rng.permutation(num_rows).tolist()
 
 
 def sample_seed(seed: int, epoch: int, position: int) -> int:
@@ -61,11 +72,13 @@ class EpochSampler(Sampler[tuple[int, int]]):
         return self.iters * self.batch
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
-        order = epoch_order(self.num_rows, self.iters * self.global_batch, self.seed, self.epoch)
+        order = epoch_stream(self.num_rows, self.seed, self.epoch)
         for step in range(self.iters):
+            rows = list(itertools.islice(order, self.global_batch))  # this step's global batch
             start = step * self.global_batch + self.rank * self.batch
-            for position in range(start, start + self.batch):
-                yield int(order[position]), sample_seed(self.seed, self.epoch, position)
+            for offset in range(self.batch):
+                row = rows[self.rank * self.batch + offset]
+                yield row, sample_seed(self.seed, self.epoch, start + offset)
 
 
-__all__ = ["EpochSampler", "epoch_order", "sample_seed"]
+__all__ = ["EpochSampler", "epoch_order", "epoch_stream", "sample_seed"]

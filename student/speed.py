@@ -447,14 +447,14 @@ def _from_export_dir(folder: Path, variants, precisions):
     manifest_path = folder / "manifest.json"
     if not manifest_path.is_file():
         raise ValueError(f"{folder}: no manifest.json (not an export folder)")
-    entries = json.loads(manifest_path.read_text())["files"]
+    entries = _manifest_files(manifest_path)
     items = []
     for name in variants:
         mine = [e for e in entries if e["variant"] == name]
         if not mine:
             raise ValueError(f"{folder}: the manifest has no file of variant {name}")
         config = ModelConfig.from_dict(mine[0]["model_config"], source=str(manifest_path))
-        checkpoint, note = Path(mine[0].get("checkpoint", "")), ""
+        checkpoint, note = Path(str(mine[0].get("checkpoint") or "")), ""
         if checkpoint.is_file():
             model, _ = load_student(checkpoint, name)
         else:
@@ -463,6 +463,28 @@ def _from_export_dir(folder: Path, variants, precisions):
         missing = {p: f"the export folder has no {p} file of {name}" for p in precisions if p not in files}
         items.append(_Variant(name, config, model, files, missing, note))
     return items
+
+
+def _manifest_files(path: Path) -> list[dict]:
+    """The ``files`` of an export manifest, each with a variant, a path and model settings."""
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path}: not valid JSON ({err})") from None
+    files = data.get("files") if isinstance(data, dict) else None
+    if not isinstance(files, list):
+        raise ValueError(f"{path}: field 'files' is missing or not a list (not an export manifest)")
+    for i, entry in enumerate(files):
+        if not (
+            isinstance(entry, dict)
+            and isinstance(entry.get("variant"), str)
+            and isinstance(entry.get("path"), str)
+            and isinstance(entry.get("model_config"), dict)
+        ):
+            raise ValueError(f"{path}: files[{i}] lacks a variant, path or model_config")
+        if Path(entry["path"]).name != entry["path"]:
+            raise ValueError(f"{path}: files[{i}] path {entry['path']!r} is not a file of the folder")
+    return files
 
 
 def _input(item: _Variant, dtype: str) -> np.ndarray:

@@ -14,6 +14,8 @@ Started by ``torchrun`` the same function trains with DistributedDataParallel (s
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import math
 import time
 from collections.abc import Callable
@@ -39,7 +41,6 @@ from student.data import LabelDataset, check_lut, find_sources, split_by_drive, 
 from student.distributed import (
     DistInfo,
     barrier,
-    broadcast_object,
     convert_batchnorm,
     from_environment,
     init_distributed,
@@ -50,7 +51,7 @@ from student.losses import MultiScaleLoss
 from student.model import load_encoder_weights
 from student.sampler import EpochSampler
 from student.train_state import TrainState
-from student.validation import validate
+from student.validation import validate, validation_subset
 
 Log = Callable[[str], None]
 
@@ -121,21 +122,6 @@ def resolve_ranges(
     return config, model_config, line
 
 
-def _prepare_folder(run_dir: Path, settings: dict[str, Any], resume: bool) -> Path | None:
-    """The checkpoint to resume from (None: start at epoch 0); refuses to overwrite another run."""
-    if run_dir.exists() and not run_dir.is_dir():
-        raise ValueError(f"{run_dir}: exists and is not a folder")
-    if not (run_dir / rf.CONFIG_FILE).is_file():
-        return None
-    if not resume:
-        raise ValueError(
-            f"{run_dir}: already holds a training run; pass --resume to continue it, or another --out"
-        )
-    rf.check_resumable(run_dir, settings)
-    last = run_dir / rf.LAST
-    return last if last.is_file() else None
-
-
 def train(
     config: TrainConfig,
     model_config: ModelConfig,
@@ -165,6 +151,7 @@ def train(
         val_drives = sorted({f for f in (config.val_frames,) if f})
     else:
         train_ids, val_ids, val_drives = split_by_drive(sources.plan, config.val_drives, config.val_fraction)
+    config = rf.cap_workers(config, log if main_process else None)
     settings = _settings(config, model_config)
 
     device_name = resolve_device(config.device)
@@ -173,82 +160,82 @@ def train(
     joined = torch.distributed.is_available() and torch.distributed.is_initialized()  # e.g. by ablate
     info = init_distributed("cuda" if device_name.startswith("cuda") else "cpu")
     device = _device(device_name, info)
+    created = info.is_main and not run_dir.exists()
     try:
-        decision: tuple[str, Any] | None = None
-        if info.is_main:
-            try:
-                decision = ("ok", _prepare_folder(run_dir, settings, resume))
-            except ValueError as err:
-                decision = ("error", str(err))
-        decision = broadcast_object(decision, info)
-        if decision[0] == "error":
-            raise ValueError(decision[1])
-        start_from = decision[1]
-        common = dict(
-            labels_dir=folder,
-            teacher=config.teacher,
-            seg=sources.seg_stage if model_config.seg else None,
-            lut=lut,
-            size=model_config.input_size,
-            depth_range=depth_range,
-            mean=model_config.mean,
-            std=model_config.std,
-        )
-        train_set = LabelDataset(
-            **common, frame_ids=train_ids, augment=config.augment, crop_zoom=config.crop_zoom
-        )
-        val_set = (
-            LabelDataset(**common, frame_ids=val_ids, full_res=True, lidar=sources.lidar) if val_ids else None
-        )
-        if info.is_main:
-            log(_describe(config, info, len(train_set), val_set, val_drives, model_config))
-            log(ranges_line)
-            if not val_ids:
-                log(
-                    "note: no validation drives (one drive, or --val-fraction 0): best.pt follows the training loss"
-                )
-            split = {
-                "val_drives": val_drives,
-                "train_frames": train_set.frame_ids,
-                "val_frames": val_set.frame_ids if val_set else [],
-            }
-            provenance = {
-                **sources.provenance(),
-                "lut": config.lut,
-                "lut_sha256": lut.sha256 if lut is not None else None,
-                "val_drives": val_drives,
-            }
-            rf.write_json(run_dir / rf.SPLIT_FILE, split)
-            rf.write_json(
-                run_dir / rf.CONFIG_FILE,
-                {
-                    **settings,
-                    "provenance": provenance,
-                    "split": {
-                        "val_drives": val_drives,
-                        "train_frames": len(train_set),
-                        "val_frames": len(val_set) if val_set else 0,
-                    },
-                    "world_size": info.world_size,
-                    "effective_batch": config.batch_size * info.world_size,
-                    "versions": {"edgedepth": __version__, "torch": torch.__version__},
-                },
+        with contextlib.ExitStack() as held:  # rank 0 holds the run folder's lock until the end
+            start_from = rf.take_run_folder(held, run_dir, settings, resume, info)
+            common = dict(
+                labels_dir=folder,
+                teacher=config.teacher,
+                seg=sources.seg_stage if model_config.seg else None,
+                lut=lut,
+                size=model_config.input_size,
+                depth_range=depth_range,
+                mean=model_config.mean,
+                std=model_config.std,
             )
-        return _fit(
-            config, model_config, info, device, train_set, val_set, start_from, progress, log,
-            folder.plan.layout,
-        )  # fmt: skip
+            train_set = LabelDataset(
+                **common, frame_ids=train_ids, augment=config.augment, crop_zoom=config.crop_zoom
+            )
+            val_set, held_out = _validation_set(common, val_ids, sources.lidar, config)
+            ready = None  # rank 0 writes split.json and config.json once the start has succeeded
+            if info.is_main:
+                log(_describe(config, info, len(train_set), val_set, held_out, val_drives, model_config))
+                log(ranges_line)
+                _notes(config, len(train_set), val_ids, log)
+                provenance = {
+                    **sources.provenance(),
+                    "lut": config.lut,
+                    "lut_sha256": lut.sha256 if lut is not None else None,
+                    "val_drives": val_drives,
+                }
+                ready = functools.partial(
+                    rf.write_run_files, run_dir, settings, provenance, train_set.frame_ids,
+                    val_set.frame_ids if val_set else [], held_out, val_drives,
+                    {"world_size": info.world_size, "effective_batch": config.batch_size * info.world_size,
+                     "versions": {"edgedepth": __version__, "torch": torch.__version__}},
+                )  # fmt: skip
+            return _fit(
+                config, model_config, info, device, train_set, val_set, start_from, progress, log,
+                folder.plan.layout, ready,
+            )  # fmt: skip
+    except BaseException:
+        if created:
+            with contextlib.suppress(OSError):
+                run_dir.rmdir()  # a start that failed before writing anything leaves no folder
+        raise
     finally:
         if not joined:
             shutdown(info)
 
 
-def _describe(config, info, n_train, val_set, val_drives, model_config) -> str:
-    val = (
-        f"{len(val_set)} validation frames ({', '.join(map(str, val_drives))})"
-        if val_set
-        else "no validation"
-    )
+def _validation_set(common: dict[str, Any], val_ids: list[str], lidar: bool, config: TrainConfig):
+    """(the validation dataset or None, how many usable frames were held out): at most
+    ``val_max_frames`` of them (a seeded, fixed choice), at the training input size."""
+    if not val_ids:
+        return None, 0
+    held = LabelDataset(**common, frame_ids=val_ids, lidar=lidar)
+    chosen = validation_subset(held.frame_ids, config.val_max_frames, config.seed)
+    return held.restricted_to(chosen), len(held)
+
+
+def _notes(config: TrainConfig, n_train: int, val_ids: list[str], log: Log) -> None:
+    """What the run's first lines should warn about."""
+    if not val_ids:
+        log("note: no validation drives (one drive, or --val-fraction 0): best.pt follows the training loss")
+    if config.batch_size > n_train:
+        log(
+            f"note: --batch-size {config.batch_size} is more than the {n_train} training frames: every "
+            "batch repeats frames (each copy with its own augmentation)"
+        )
+
+
+def _describe(config, info, n_train, val_set, held_out, val_drives, model_config) -> str:
+    val = "no validation"
+    if val_set:
+        val = f"{len(val_set)} validation frames ({', '.join(map(str, val_drives))})"
+        if held_out > len(val_set):
+            val = f"{len(val_set)} of {held_out} held-out frames validated ({', '.join(map(str, val_drives))}; --val-max-frames)"
     return (
         f"training {model_config.variant} at {model_config.input_size[1]}x{model_config.input_size[0]} "
         f"({'depth + seg' if model_config.seg else 'depth only'}, {model_config.depth_space} depth) on "
@@ -258,8 +245,9 @@ def _describe(config, info, n_train, val_set, val_drives, model_config) -> str:
 
 
 def _fit(
-    config, model_config, info, device, train_set, val_set, start_from, progress, log, folder_layout
-) -> TrainResult:
+    config, model_config, info, device, train_set, val_set, start_from, progress, log, folder_layout,
+    ready: Callable[[], object] | None = None,
+) -> TrainResult:  # fmt: skip
     run_dir = Path(config.out_dir)
     torch.manual_seed(config.seed)
     model = model_config.build()
@@ -269,9 +257,11 @@ def _fit(
         model = convert_batchnorm(model, device)
     state = TrainState.create(model.to(device), config, device)
     if start_from is not None:
-        state.restore(read_checkpoint(start_from))
+        state.restore(read_checkpoint(start_from), str(start_from))
         if info.is_main:
             log(f"resuming {run_dir} after epoch {state.epoch} (step {state.step})")
+    if ready is not None:  # the weights and the state are in: the start can no longer fail on input
+        ready()
     device_ids = [device.index] if device.type == "cuda" else None
     ddp = DistributedDataParallel(model, device_ids=device_ids) if info.enabled else model
     loss_fn = MultiScaleLoss(

@@ -64,16 +64,121 @@ class TrainState:
             "best": self.best,
         }
 
-    def restore(self, checkpoint: dict[str, Any]) -> None:
-        """Continue from a checkpoint written by ``payload``."""
-        self.model.load_state_dict(checkpoint["model"])
-        self.optimizer.load_state_dict(checkpoint["optimizer"])
+    def restore(self, checkpoint: dict[str, Any], source: str = "checkpoint") -> None:
+        """Continue from a checkpoint written by ``payload``; anything missing or malformed is one
+        ValueError naming ``source`` and the part (checked before any of it is applied)."""
+        _check_layout(checkpoint, source)
+        self._restore_model(checkpoint["model"], source)
+        fresh_scheduler, fresh_scaler = self.scheduler.state_dict(), self.scaler.state_dict()
+        _check_like(checkpoint["scheduler"], fresh_scheduler, f"{source}: scheduler")
+        # an AMP scaler is on only on CUDA: a run resumed on another device starts its loss scale afresh
+        carry_scaler = bool(checkpoint["scaler"]) and bool(fresh_scaler)
+        if carry_scaler:
+            _check_like(checkpoint["scaler"], fresh_scaler, f"{source}: scaler")
+        try:
+            self.optimizer.load_state_dict(checkpoint["optimizer"])
+        except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError) as err:
+            raise ValueError(f"{source}: optimizer state does not fit this model ({_reason(err)})") from None
+        self._check_optimizer(source)
         self.scheduler.load_state_dict(checkpoint["scheduler"])
-        self.scaler.load_state_dict(checkpoint["scaler"])
-        set_rng_state(checkpoint["rng"])
+        if carry_scaler:
+            self.scaler.load_state_dict(checkpoint["scaler"])
+        try:
+            set_rng_state(checkpoint["rng"])
+        except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError) as err:
+            raise ValueError(f"{source}: rng: not a random-number-generator state ({_reason(err)})") from None
         self.history, self.step_losses = list(checkpoint["history"]), list(checkpoint["step_losses"])
         self.best = dict(checkpoint["best"])
         self.epoch, self.step = int(checkpoint["epoch"]), int(checkpoint["step"])
+
+    def _restore_model(self, state: dict[str, Any], source: str) -> None:
+        wanted = self.model.state_dict()
+        missing = sorted(set(wanted) - set(state))
+        extra = sorted(set(state) - set(wanted))
+        if missing or extra:
+            first = missing[0] if missing else extra[0]
+            raise ValueError(
+                f"{source}: model holds {len(extra)} unexpected and lacks {len(missing)} of this run's "
+                f"tensors (first: {first}); it was trained with other settings"
+            )
+        for key, tensor in state.items():
+            if tuple(tensor.shape) != tuple(wanted[key].shape):
+                raise ValueError(
+                    f"{source}: model tensor {key} has shape {tuple(tensor.shape)}, this run's is "
+                    f"{tuple(wanted[key].shape)}"
+                )
+        self.model.load_state_dict(state)
+
+    def _check_optimizer(self, source: str) -> None:
+        """Adam's moments must match their parameters' shapes and be finite."""
+        for group in self.optimizer.param_groups:
+            for param in group["params"]:
+                for key, value in self.optimizer.state.get(param, {}).items():
+                    if not isinstance(value, torch.Tensor):
+                        raise ValueError(f"{source}: optimizer state {key} is not a tensor")
+                    if key != "step" and tuple(value.shape) != tuple(param.shape):
+                        raise ValueError(
+                            f"{source}: optimizer state {key} has shape {tuple(value.shape)}, its "
+                            f"parameter {tuple(param.shape)}"
+                        )
+                    if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+                        raise ValueError(f"{source}: optimizer state {key} holds NaN or infinite values")
+
+
+_LAYOUT = {
+    "model": dict, "optimizer": dict, "scheduler": dict, "scaler": dict, "rng": dict, "history": list,
+    "step_losses": list, "best": dict, "epoch": int, "step": int,
+}  # fmt: skip
+"""What a training checkpoint (``TrainState.payload``) holds: key -> type."""
+
+
+def _check_layout(checkpoint: dict[str, Any], source: str) -> None:
+    for key, kind in _LAYOUT.items():
+        value = checkpoint.get(key)
+        if not isinstance(value, kind) or isinstance(value, bool):
+            got = "missing" if key not in checkpoint else f"a {type(value).__name__}"
+            raise ValueError(
+                f"{source}: no training state {key!r} ({got}, expected a {kind.__name__}); "
+                "not a checkpoint --resume can continue"
+            )
+    if checkpoint["epoch"] < 0 or checkpoint["step"] < 0:
+        raise ValueError(f"{source}: negative epoch or step counter")
+    if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in checkpoint["step_losses"]):
+        raise ValueError(f"{source}: step_losses holds something other than numbers")
+    if not all(isinstance(row, dict) for row in checkpoint["history"]):
+        raise ValueError(f"{source}: history holds something other than rows of metrics")
+    best = checkpoint["best"]
+    if not (
+        isinstance(best.get("metric"), str)
+        and isinstance(best.get("value"), int | float)
+        and isinstance(best.get("epoch"), int)
+    ):
+        raise ValueError(f"{source}: best is not {{metric, value, epoch}}")
+
+
+def _check_like(loaded: Any, fresh: Any, where: str) -> None:
+    """``loaded`` has the structure of ``fresh`` (same keys, same kinds of values, finite numbers)."""
+    if isinstance(fresh, dict):
+        if not isinstance(loaded, dict) or set(loaded) != set(fresh):
+            raise ValueError(f"{where}: not a state of this run's kind (keys differ)")
+        for key in fresh:
+            _check_like(loaded[key], fresh[key], f"{where}.{key}")
+    elif isinstance(fresh, list | tuple):
+        if not isinstance(loaded, list | tuple) or len(loaded) != len(fresh):
+            raise ValueError(f"{where}: not a list of {len(fresh)}")
+        for i, (a, b) in enumerate(zip(loaded, fresh, strict=True)):
+            _check_like(a, b, f"{where}[{i}]")
+    elif isinstance(fresh, bool) or fresh is None or isinstance(fresh, str):
+        if type(loaded) is not type(fresh):
+            raise ValueError(f"{where}: expected {type(fresh).__name__}, got {type(loaded).__name__}")
+    elif isinstance(fresh, int | float):
+        if isinstance(loaded, bool) or not isinstance(loaded, int | float) or not math.isfinite(loaded):
+            raise ValueError(f"{where}: expected a finite number, got {loaded!r}")
+
+
+def _reason(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0]}" if text else type(err).__name__
 
 
 def best_metric(row: dict[str, float]) -> tuple[str, float]:

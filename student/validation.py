@@ -1,22 +1,44 @@
-"""Validation after every epoch: the student's depth against the held-out drives' labels.
+"""Validation after every epoch: the student's depth against held-out labels, at the training size.
 
-Two references, both at the shards' full resolution (predictions are upsampled bilinearly, as in
-``student.metrics``): the depth labels the run trains on (teacher, bias table applied; no crop,
-since they are dense) and, where the label folder has a ``lidar`` stage, the projected LiDAR
-(Garg crop for KITTI, none for the rig layout). Pixels count within the run's label depth range.
-Metrics are computed per image and averaged over images.
+Which frames: at most ``val_max_frames`` of the held-out frames (``validation_subset``: a seeded
+choice, the same frames every epoch and after a resume; 0 = all), so an epoch's validation costs
+the same at 1,000 and at 40,000 frames. At what size: the training input size, as the loss sees
+the labels (depth labels and LiDAR resized with nearest neighbour, never blended; for LiDAR that
+keeps the points that land on a sampled pixel). Two references: the depth labels the run trains
+on (teacher, bias table applied; no crop, since they are dense) and, where the label folder has a
+``lidar`` stage, the projected LiDAR (Garg crop for KITTI, none for the rig layout). Pixels count
+within the run's label depth range. Metrics are computed per image and averaged over images. These
+are for choosing ``best.pt`` and watching a run; the full-resolution figures of the paper's
+protocol are ``edgedepth student eval``'s.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
+import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
 from student.data import LabelDataset, collate_full_res
 from student.metrics import MAX_DEPTH, METRIC_NAMES, MIN_DEPTH, evaluate_image
+
+VAL_SUBSET_KEY = 0x7A1
+"""Mixed into the run's seed for the choice of validation frames (independent of the sample order)."""
+
+
+def validation_subset(frame_ids: Sequence[str], max_frames: int, seed: int) -> list[str]:
+    """At most ``max_frames`` of ``frame_ids`` (0: all), drawn by ``seed``, kept in their given order:
+    a pure function of its arguments, so every epoch and every resume validates the same frames."""
+    if max_frames < 0:
+        raise ValueError(f"--val-max-frames must be 0 (all) or more, got {max_frames}")
+    if max_frames == 0 or len(frame_ids) <= max_frames:
+        return list(frame_ids)
+    rng = np.random.default_rng([seed, VAL_SUBSET_KEY])
+    picked = np.sort(rng.choice(len(frame_ids), size=max_frames, replace=False))
+    return [frame_ids[i] for i in picked]
 
 
 def validate(
@@ -60,4 +82,4 @@ def validate(
     return out
 
 
-__all__ = ["validate"]
+__all__ = ["VAL_SUBSET_KEY", "validate", "validation_subset"]

@@ -5,6 +5,10 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
+import subprocess
+import sys
+import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -94,3 +98,32 @@ def test_sha256_of_a_file(tmp_path):
     path = tmp_path / "x.bin"
     path.write_bytes(b"edgedepth" * 100_000)
     assert sha256_file(path) == hashlib.sha256(b"edgedepth" * 100_000).hexdigest()
+
+
+def test_importing_the_module_does_not_import_torch():
+    """The label driver hashes checkpoints with ``sha256_file`` without paying for torch."""
+    code = "import labelgen.checkpoints, sys; assert 'torch' not in sys.modules, sorted(sys.modules)"
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[2])
+
+
+def test_a_torchscript_archive_is_refused_without_torchs_unsafe_advice(tmp_path):
+    path = tmp_path / "scripted.pt"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.jit.script(torch.nn.Linear(2, 2)).save(str(path))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # torch's own warning about the archive is not shown either
+        with pytest.raises(ValueError) as info:
+            safe_load(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}: refused to load: a TorchScript archive is not a checkpoint")
+    assert "state_dict" in message and "weights_only" not in message and "\n" not in message
+
+
+def test_keys_that_are_not_names_are_not_a_state_dict(tmp_path):
+    path = tmp_path / "ints.pt"
+    torch.save({0: torch.zeros(1)}, path)
+    with pytest.raises(
+        ValueError, match=r"ints\.pt: does not hold a state dict \(its keys are not all names\)"
+    ):
+        load_state_dict_file(path)

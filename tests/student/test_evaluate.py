@@ -365,7 +365,8 @@ def test_bad_arguments_are_one_line_errors(student, kitti_sample, one_frame, tmp
         ({"crop": "kb"}, ValueError, "unknown crop 'kb'"),
         ({"resize_in": "inverse"}, ValueError, "unknown resize mode 'inverse'"),
         ({"size": (100, 416)}, ValueError, "input height 100 is not a multiple of 32"),
-        ({"batch_size": 0}, ValueError, "batch size must be at least 1"),
+        ({"batch_size": 0}, ValueError, "--batch-size must be 1..1024, got 0"),
+        ({"batch_size": 10**9}, ValueError, "--batch-size must be 1..1024, got 1000000000"),
         ({"size": (64, 224, 3)}, ValueError, "size must be (height, width) in pixels, got (64, 224, 3)"),
         ({"data_root": tmp_path / "nokitti"}, FileNotFoundError, "nokitti: data root folder not found"),
         (

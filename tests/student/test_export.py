@@ -192,6 +192,17 @@ def test_broken_parity_fails(ckpt, tmp_path, monkeypatch):
     with pytest.raises(ValueError, match=r"student_XS_trt8_fp32.onnx: FP32 max relative error"):
         export_onnx(ckpt, tmp_path, variants=("XS",), size=SIZE, target="trt8", progress=False)
     assert not (tmp_path / "manifest.json").exists()
+    assert not list(tmp_path.glob("*.onnx")), "a file that failed its parity check is not left as good"
+
+
+def test_nan_is_never_a_parity_match():
+    """max(0.0, nan) is 0.0 in Python: NaN output used to read as "max rel err 0"."""
+    ref = np.ones((1, 1, 4, 4), np.float32)
+    assert onnx_checks.max_rel_err(ref, ref) == 0.0
+    for bad in (np.full_like(ref, np.nan), np.full_like(ref, np.inf)):
+        assert onnx_checks.max_rel_err(bad, ref) == np.inf
+        assert onnx_checks.max_rel_err(ref, bad) == np.inf
+        assert onnx_checks.max_rel_err(bad, bad) == np.inf
 
 
 def test_depth_only_and_dtype_override(ckpt, tmp_path):

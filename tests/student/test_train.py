@@ -360,3 +360,81 @@ def test_rig_data_sets_the_label_and_log_depth_ranges(tmp_path):
     )
     _, model_config = load_student(tmp_path / "run" / rf.LAST)
     assert model_config.depth_range == tuple(DEPTH_RANGE)
+
+
+# --- validation at scale: a capped, fixed subset at the training size --------------------------------
+
+
+def test_validation_is_a_capped_fixed_subset_at_the_training_size_kept_on_resume(tmp_path, monkeypatch):
+    """6 held-out frames, --val-max-frames 3: the same 3 frames every epoch and after a resume,
+    recorded in split.json and config.json, scored at the training input size (labels and LiDAR)."""
+    import student.train as train_module
+
+    held = "2011_09_26_drive_0002_sync"
+    labels = make_label_folder(tmp_path, {"2011_09_26_drive_0001_sync": 2, held: 6}, seg=False)
+    seen: list[list[str]] = []
+    real = train_module.validate
+
+    def spy(model, dataset, *args, **kwargs):
+        seen.append(dataset.frame_ids)
+        sample = dataset[0]
+        assert tuple(sample["depth"].shape) == SIZE and tuple(sample["lidar"].shape) == SIZE
+        return real(model, dataset, *args, **kwargs)
+
+    monkeypatch.setattr(train_module, "validate", spy)
+    run = tmp_path / "run"
+    cfg = config(labels, run, iters_per_epoch=1, val_drives=(held,), val_max_frames=3)
+    lines: list[str] = []
+    train(cfg, ModelConfig(input_size=SIZE, seg=False), progress=False, log=lines.append)
+    assert len(seen) == 2 and seen[0] == seen[1] and len(seen[0]) == 3
+    assert all(held in f for f in seen[0])
+    assert any("3 of 6 held-out frames validated" in line for line in lines), lines
+
+    split = json.loads((run / rf.SPLIT_FILE).read_text())
+    assert split["val_frames"] == seen[0] and split["val_held_out"] == 6 and split["val_max_frames"] == 3
+    saved = json.loads((run / rf.CONFIG_FILE).read_text())
+    assert saved["train"]["val_max_frames"] == 3
+    assert (saved["split"]["val_frames"], saved["split"]["val_held_out"]) == (3, 6)
+    with open(run / rf.METRICS_FILE) as handle:
+        assert math.isfinite(float(next(csv.DictReader(handle))["val_lidar/rmse"]))
+
+    train(
+        replace(cfg, epochs=3),
+        ModelConfig(input_size=SIZE, seg=False),
+        resume=True,
+        progress=False,
+        log=quiet,
+    )
+    assert len(seen) == 3 and seen[2] == seen[0]
+    assert json.loads((run / rf.SPLIT_FILE).read_text())["val_frames"] == seen[0]
+    with pytest.raises(ValueError, match="started with val_max_frames=3, now 4"):
+        train(replace(cfg, epochs=4, val_max_frames=4), ModelConfig(input_size=SIZE, seg=False), resume=True,
+              progress=False, log=quiet)  # fmt: skip
+
+
+def test_a_run_folder_of_an_older_edgedepth_resumes_without_the_new_setting(tmp_path):
+    """config.json written before --val-max-frames existed: resumable; any other difference is not."""
+    settings = {"train": {"lr": 0.01, "val_max_frames": 200}, "model": {"variant": "L"}}
+    rf.write_json(tmp_path / rf.CONFIG_FILE, {"train": {"lr": 0.01}, "model": {"variant": "L"}})
+    rf.check_resumable(tmp_path, settings)
+    rf.write_json(
+        tmp_path / rf.CONFIG_FILE, {"train": {"lr": 0.01, "val_max_frames": 50}, "model": {"variant": "L"}}
+    )
+    with pytest.raises(ValueError, match="started with val_max_frames=50, now 200"):
+        rf.check_resumable(tmp_path, settings)
+    rf.write_json(tmp_path / rf.CONFIG_FILE, {"train": {"lr": 0.01}, "model": 3})
+    with pytest.raises(
+        ValueError, match=r"config\.json: field 'model' is an int, expected the run's model settings"
+    ):
+        rf.check_resumable(tmp_path, settings)
+
+
+def test_loader_workers_are_capped_at_the_cores_with_a_note(tmp_path):
+    import os
+
+    lines: list[str] = []
+    cfg = config(tmp_path, tmp_path / "run", workers=10_000)
+    capped = rf.cap_workers(cfg, lines.append)
+    assert capped.workers == len(os.sched_getaffinity(0)) < 10_000
+    assert lines == [f"note: --workers 10000 capped at the {capped.workers} CPU cores of this machine"]
+    assert rf.cap_workers(replace(cfg, workers=1), lines.append).workers == 1 and len(lines) == 1
