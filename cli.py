@@ -96,8 +96,8 @@ def _cluster_options(func: Callable[..., Any]) -> Callable[..., Any]:
 
 def _cluster_spec(cluster, jobs, job_option, job_timeout, dry_run, device="cpu"):
     """The ClusterSpec of the options (None without --cluster); --dry-run prints the job script."""
+    from labelgen.client import ClusterSpec
     from labelgen.cluster import job_script, parse_job_options
-    from labelgen.run import ClusterSpec
 
     if not cluster:
         if job_option or dry_run:
@@ -220,7 +220,11 @@ def labelgen_plan(
     show_default=True,
     help="Comma-separated stages: images, lidar, sgbm, psmnet, seg.",
 )
-@click.option("--workers", type=POSITIVE, help="Local workers (default: one per core, or per GPU with cuda).")
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 256),
+    help="Local workers (default: one per core, or per GPU with cuda; capped by shards to do and cores).",
+)
 @click.option("--scheduler", help="Address of an existing dask scheduler, e.g. tcp://host:8786.")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda or auto (for teacher models).")
 @click.option(
@@ -245,10 +249,11 @@ def labelgen_plan(
 )
 @click.option(
     "--verify",
-    type=click.Choice(["full", "quick"]),
-    default="full",
+    type=click.Choice(["once", "full", "quick"]),
+    default="once",
     show_default=True,
-    help="Resume check of existing shards: every chunk's checksum, or the attributes only.",
+    help="Resume check of existing shards: every chunk's checksum of each file not verified before "
+    "(once), of every file now (full), or the attributes only (quick).",
 )
 @click.option(
     "--image-size",
@@ -334,7 +339,8 @@ def labelgen_run(
     dry_run,
 ) -> None:
     """Run label stages over every shard of the plan (resumes: complete shards are skipped)."""
-    from labelgen.run import format_reports, run_stages
+    from labelgen.report import format_reports
+    from labelgen.run import run_stages
 
     spec = _cluster_spec(cluster, jobs, job_option, job_timeout, dry_run, device)
     names = [s.strip() for s in stages.split(",") if s.strip()]
@@ -398,17 +404,27 @@ def labelgen_weights(name, out_dir) -> None:
 @click.option("--png", "png_dir", type=click.Path(path_type=Path), help="Write PNG previews here.")
 @click.option(
     "--verify",
-    type=click.Choice(["full", "quick"]),
-    default="full",
+    type=click.Choice(["once", "full", "quick"]),
+    default="once",
     show_default=True,
-    help="Read every chunk (checksums), or check the attributes only.",
+    help="Read every chunk (checksums) of each shard file not verified before (once), of every "
+    "file now (full), or check the attributes only (quick).",
 )
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 256),
+    help="Local dask workers for verification (default: one per core when there is much to read).",
+)
+@click.option("--scheduler", help="Verify on an existing dask scheduler, e.g. tcp://host:8786.")
+@click.option("--progress/--no-progress", default=True, help="Show a progress bar while verifying.")
 @_friendly_errors
-def labelgen_inspect(labels_dir, png_dir, verify) -> None:
+def labelgen_inspect(labels_dir, png_dir, verify, workers, scheduler, progress) -> None:
     """Completeness and value ranges per stage; PNG previews of the first frames."""
+    from labelgen.client import Workers
     from labelgen.inspect import inspect_labels, write_previews
 
-    click.echo(inspect_labels(labels_dir, verify=verify))
+    with Workers(scheduler, workers) as pool:
+        click.echo(inspect_labels(labels_dir, verify=verify, workers=pool, progress=progress))
     if png_dir:
         for path in write_previews(labels_dir, png_dir):
             click.echo(f"wrote {path}")
@@ -566,7 +582,10 @@ def calib() -> None:
     "--holdout", default=0.1, show_default=True, type=SHARE, help="Share of drives held out for evaluation."
 )
 @click.option(
-    "--workers", type=POSITIVE, help="Fit with this many local dask workers (default: one process)."
+    "--workers",
+    type=click.IntRange(1, 256),
+    help="Fit with this many local dask workers (default: one per core when there is more than one "
+    "shard; 1: in this process).",
 )
 @click.option("--scheduler", help="Fit on an existing dask scheduler, e.g. tcp://host:8786.")
 @click.option("--png", type=click.Path(path_type=Path), help="Also plot the table here.")
@@ -594,22 +613,17 @@ def calib_fit(
     dry_run,
 ) -> None:
     """Fit the per-distance LiDAR-vs-teacher bias table on a label folder."""
-    from contextlib import nullcontext
-
     from calib.fit import fit_from_labels, format_lut
     from calib.plot import plot_lut
-    from labelgen.run import dask_client
+    from labelgen.client import Workers
 
     spec = _cluster_spec(cluster, jobs, job_option, job_timeout, dry_run)
-    context = (
-        dask_client(scheduler, workers, "cpu", spec) if (workers or scheduler or spec) else nullcontext()
-    )
-    with context as client:
+    with Workers(scheduler, workers, "cpu", spec) as pool:
         lut = fit_from_labels(
             labels_dir,
             teacher,
             holdout,
-            client,
+            pool,
             bin_width=bin_width,
             min_depth=min_depth,
             max_depth=max_depth,
@@ -629,7 +643,10 @@ def calib_fit(
 @click.argument("labels_dir", type=click.Path(path_type=Path))
 @click.option("--teacher", default="psmnet", show_default=True, help="Teacher stage the table was fitted on.")
 @click.option(
-    "--workers", type=POSITIVE, help="Apply with this many local dask workers (default: one process)."
+    "--workers",
+    type=click.IntRange(1, 256),
+    help="Apply with this many local dask workers (default: one per core when there is more than one "
+    "shard; 1: in this process).",
 )
 @click.option("--scheduler", help="Apply on an existing dask scheduler, e.g. tcp://host:8786.")
 @_cluster_options
@@ -638,18 +655,16 @@ def calib_apply(
     lut_path, labels_dir, teacher, workers, scheduler, cluster, jobs, job_option, job_timeout, dry_run
 ) -> None:
     """Write LABELS/<teacher>_corrected shards: teacher depth + LUT(teacher depth)."""
-    from contextlib import nullcontext
-
-    from calib.fit import write_corrected
+    from calib.apply import write_corrected
+    from labelgen.client import Workers
     from labelgen.lock import folder_lock
-    from labelgen.run import dask_client
 
     spec = _cluster_spec(cluster, jobs, job_option, job_timeout, dry_run)
-    context = (
-        dask_client(scheduler, workers, "cpu", spec) if (workers or scheduler or spec) else nullcontext()
-    )
-    with folder_lock(labels_dir, f"calib apply --teacher {teacher}"), context as client:
-        summary = write_corrected(labels_dir, lut_path, teacher, progress=True, client=client)
+    with (
+        folder_lock(labels_dir, f"calib apply --teacher {teacher}"),
+        Workers(scheduler, workers, "cpu", spec) as pool,
+    ):
+        summary = write_corrected(labels_dir, lut_path, teacher, progress=True, client=pool)
     click.echo(
         f"{summary['path']}: {summary['written']} shards written, {summary['skipped']} already current, "
         f"{summary['frames']} frames ({summary['frames_failed']} failed), table {summary['lut_sha256'][:12]}"
@@ -692,7 +707,11 @@ def _one_size(ctx: click.Context, param: click.Parameter, value: str | None) -> 
 @click.option("--epochs", default=20, show_default=True, type=POSITIVE)
 @click.option("--iters-per-epoch", default=1000, show_default=True, type=POSITIVE)
 @click.option(
-    "--batch-size", default=8, show_default=True, type=POSITIVE, help="Per process; effective = x processes."
+    "--batch-size",
+    default=8,
+    show_default=True,
+    type=click.IntRange(1, 1024),
+    help="Per process; effective = x processes.",
 )
 @click.option("--lr", default=0.01, show_default=True, type=POSITIVE_METRES, help="Adam learning rate.")
 @click.option(
@@ -706,7 +725,11 @@ def _one_size(ctx: click.Context, param: click.Parameter, value: str | None) -> 
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda or auto.")
 @click.option("--amp", is_flag=True, help="Mixed precision (fp16 on CUDA, bf16 on CPU).")
 @click.option(
-    "--workers", default=2, show_default=True, type=NON_NEGATIVE, help="Data loader worker processes."
+    "--workers",
+    default=2,
+    show_default=True,
+    type=NON_NEGATIVE,
+    help="Data loader worker processes (capped at the CPU cores, with a note).",
 )
 @click.option(
     "--encoder-weights",
@@ -728,6 +751,13 @@ def _one_size(ctx: click.Context, param: click.Parameter, value: str | None) -> 
     "--train-frames", type=click.Path(path_type=Path), help="Frame list: train on these frames only."
 )
 @click.option("--val-frames", type=click.Path(path_type=Path), help="Frame list: validate on these frames.")
+@click.option(
+    "--val-max-frames",
+    default=200,
+    show_default=True,
+    type=NON_NEGATIVE,
+    help="Validate on at most this many held-out frames (a seeded choice, the same every epoch; 0: all).",
+)
 @click.option("--no-augment", is_flag=True, help="No flip / colour jitter / crops.")
 @click.option(
     "--crop-zoom",
@@ -822,7 +852,7 @@ def student_train(
 )
 @click.option("--size", callback=_one_size, metavar="WxH", help="Input size (default: the checkpoint's).")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda or auto.")
-@click.option("--batch-size", default=4, show_default=True, type=POSITIVE)
+@click.option("--batch-size", default=4, show_default=True, type=click.IntRange(1, 1024))
 @click.option(
     "--resize-in",
     type=click.Choice(["depth", "disparity"]),
@@ -838,8 +868,10 @@ def student_train(
 def student_eval(checkpoint, data_root, device, out_json, **options) -> None:
     """Score a checkpoint against ground truth with the standard depth metrics (KITTI or rig data)."""
     from labelgen.devices import resolve_device
-    from student.evaluate import evaluate_checkpoint
+    from student.evaluate import EvalResult, evaluate_checkpoint
 
+    if out_json:
+        EvalResult.check_writable(out_json)  # before the work, not after it
     result = evaluate_checkpoint(checkpoint, data_root, device=resolve_device(device), **options)
     click.echo(f"scored: {result.provenance['protocol']}")
     click.echo(result.format_table())
@@ -929,7 +961,7 @@ def student_ablate(labels_dir, eval_root, out_dir, configs, progress, **options)
 )
 @click.option("--size", callback=_one_size, metavar="WxH", help="Input size (default: the checkpoint's).")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda or auto.")
-@click.option("--batch-size", default=4, show_default=True, type=POSITIVE)
+@click.option("--batch-size", default=4, show_default=True, type=click.IntRange(1, 1024))
 @click.option("--progress/--no-progress", default=True, help="Show a progress bar.")
 @_friendly_errors
 def student_predict(checkpoint, inputs, out_dir, variant, size, device, batch_size, progress) -> None:
@@ -961,7 +993,13 @@ def _csv(value: str) -> tuple[str, ...]:
 @click.option("--target", type=click.Choice(["trt8", "trt10"]), default="trt10", show_default=True)
 @click.option("--precision", default="fp32", show_default=True, help="Comma-separated: fp32, fp16, int8.")
 @click.option("--calib-labels", type=click.Path(path_type=Path), help="Label folder for INT8 calibration.")
-@click.option("--calib-frames", default=64, show_default=True, type=POSITIVE, help="INT8 calibration frames.")
+@click.option(
+    "--calib-frames",
+    default=64,
+    show_default=True,
+    type=click.IntRange(1, 4096),
+    help="INT8 calibration frames.",
+)
 @click.option("--with-seg", is_flag=True, help="Also output the class map.")
 @click.option("--input-dtype", type=click.Choice(["uint8", "float32"]), help="Default: per target.")
 @click.option("--progress/--no-progress", default=True, help="Show a progress bar.")
@@ -1004,7 +1042,7 @@ def student_export(
 @click.option("--fp16", is_flag=True, help="FP16 builder flag (TensorRT 8/10).")
 @click.option("--int8", is_flag=True, help="INT8: Q/DQ in the file, or calibrate from --calib-labels.")
 @click.option("--calib-labels", type=click.Path(path_type=Path), help="Label folder for the calibrator.")
-@click.option("--calib-frames", default=64, show_default=True, type=POSITIVE)
+@click.option("--calib-frames", default=64, show_default=True, type=click.IntRange(1, 4096))
 @click.option(
     "--workspace",
     "workspace_mb",
@@ -1048,9 +1086,13 @@ def student_build_engine(onnx_path, out_path, fp16, int8, calib_labels, calib_fr
 )
 @click.option("--precision", default="fp32", show_default=True, help="Comma-separated: fp32, fp16, int8.")
 @click.option("--device", default="cpu", show_default=True, help="cpu or cuda.")
-@click.option("--threads", type=POSITIVE, help="CPU threads (default: all cores).")
+@click.option("--threads", type=click.IntRange(1, 1024), help="CPU threads (default: all cores).")
 @click.option(
-    "--repeats", default=50, show_default=True, type=POSITIVE, help="Timed runs per row (after warm-up)."
+    "--repeats",
+    default=50,
+    show_default=True,
+    type=click.IntRange(1, 100_000),
+    help="Timed runs per row (after warm-up).",
 )
 @click.option("--calib-labels", type=click.Path(path_type=Path), help="Label folder for INT8 calibration.")
 @click.option("--out", "out_json", default="bench.json", show_default=True, type=click.Path(path_type=Path))
@@ -1063,9 +1105,12 @@ def student_bench(
     SOURCE is a student checkpoint (exported on the fly) or an export folder. Writes bench.json and
     a PNG chart beside it; backends that are not installed are listed as such.
     """
+    from labelgen.atomic import check_writable
     from labelgen.devices import resolve_device
     from student.speed import bench_variants
 
+    for path in (out_json, Path(out_json).with_suffix(".png")):
+        check_writable(path)  # before the work, not after it
     result = bench_variants(
         source,
         variants=_csv(variants),
@@ -1103,7 +1148,11 @@ def _summary_options(func: Callable[..., Any]) -> Callable[..., Any]:
             help="Input size(s), width x height (default: 480x320 and 1056x320).",
         ),
         click.option(
-            "--num-classes", default=19, show_default=True, type=POSITIVE, help="Segmentation classes."
+            "--num-classes",
+            default=19,
+            show_default=True,
+            type=click.IntRange(1, 255),
+            help="Segmentation classes.",
         ),
         click.option("--no-seg", is_flag=True, help="Depth-only model (no segmentation head)."),
         click.option(
@@ -1120,7 +1169,11 @@ def _summary_options(func: Callable[..., Any]) -> Callable[..., Any]:
 @click.option("--latency", is_flag=True, help="Also measure the median latency (batch 1, eager).")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:N or auto (for --latency).")
 @click.option(
-    "--repeats", default=20, show_default=True, type=POSITIVE, help="Timed runs per row (for --latency)."
+    "--repeats",
+    default=20,
+    show_default=True,
+    type=click.IntRange(1, 100_000),
+    help="Timed runs per row (for --latency).",
 )
 @_friendly_errors
 def student_summary(variants, sizes, num_classes, no_seg, arch, latency, device, repeats) -> None:

@@ -21,10 +21,11 @@ from pathlib import Path
 
 import click
 
+from labelgen.client import dask_client
 from labelgen.kitti import find_frames, read_calibration, read_image, read_velodyne
 from labelgen.lidar import project_lidar
 from labelgen.plan import plan_shards, write_plan
-from labelgen.run import dask_client, run_stages
+from labelgen.run import run_stages
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository: tests.kitti_tree
 from labelgen.teachers.sgbm import SgbmConfig, sgbm_disparity

@@ -11,7 +11,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import itertools
-import json
 from collections import deque
 from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import replace
@@ -22,19 +21,16 @@ import h5py
 import numpy as np
 from tqdm import tqdm
 
-from calib.lut import BinAccumulator, Evaluation, FitSettings, Lut, apply_lut, load_lut, lut_from_accumulator
+from calib.lut import BinAccumulator, Evaluation, FitSettings, Lut, lut_from_accumulator
+from labelgen.client import Workers
 from labelgen.folder import LabelFolder
 from labelgen.plan import PLAN_FILE, Plan, ShardPlan, load_plan_cached
 from labelgen.shards import (
-    DatasetSpec,
-    ShardWriter,
     decode,
     open_shard,
     read_rows,
-    remove_stale_tmp,
     shard_path,
 )
-from labelgen.stages import DEPTH_ATTRS
 
 LIDAR = "lidar"
 CORRECTED_SUFFIX = "_corrected"
@@ -42,11 +38,17 @@ IN_FLIGHT = 128  # dask tasks submitted ahead of the in-order merge
 
 
 def check_stages(
-    labels_dir: LabelFolder | str | Path, teacher: str, lidar: bool = True
+    labels_dir: LabelFolder | str | Path,
+    teacher: str,
+    lidar: bool = True,
+    workers: Any = None,
+    progress: bool = False,
+    verify: str = "once",
 ) -> tuple[Plan, dict[str, list[str]]]:
     """The plan, once the teacher's (and unless ``lidar`` is False the LiDAR's) shard sets are
-    complete (``full`` check; a ``LabelFolder``'s known statuses count) and of this plan; also the
-    teacher names and checkpoint SHA-256s in the shards' attrs."""
+    complete and of this plan; also the teacher names and checkpoint SHA-256s in the shards' attrs.
+    Shard files not verified before are read in full first (``verify="once"``, on ``workers``: a
+    ``labelgen.client.Workers`` or a dask client); a ``LabelFolder``'s known statuses count."""
     folder = LabelFolder.of(labels_dir)
     labels_dir = folder.given
     if lidar and (teacher == LIDAR or teacher.startswith(LIDAR + "_")):
@@ -56,8 +58,12 @@ def check_stages(
     plan = folder.plan
     if not plan.shards:
         raise ValueError(f"{labels_dir / PLAN_FILE}: the plan has no frames")
-    for stage in ((LIDAR,) if lidar else ()) + (teacher,):
-        _check_stage(folder, plan, stage, "LiDAR" if stage == LIDAR else "teacher")
+    stages = ((LIDAR,) if lidar else ()) + (teacher,)
+    for stage in stages:  # absent or of another plan: said before anything is read in full
+        _check_stage(folder, plan, stage, "LiDAR" if stage == LIDAR else "teacher", "quick")
+    folder.verify(stages, verify, workers, progress)
+    for stage in stages:
+        _check_stage(folder, plan, stage, "LiDAR" if stage == LIDAR else "teacher", verify)
     names, checkpoints = set(), set()
     for shard in plan.shards:
         with open_shard(folder.shard_path(teacher, shard)) as f:
@@ -68,11 +74,11 @@ def check_stages(
     return plan, {"teacher": sorted(names), "checkpoint_sha256": sorted(checkpoints)}
 
 
-def _check_stage(folder: LabelFolder, plan: Plan, stage: str, role: str) -> None:
+def _check_stage(folder: LabelFolder, plan: Plan, stage: str, role: str, verify: str) -> None:
     """One-line errors for a stage whose shards are absent, incomplete or of another plan."""
     bad = []
     for shard in plan.shards:
-        status = folder.status(stage, shard, "full")
+        status = folder.status(stage, shard, verify)
         if status.state == "stale" and status.reason == "written for another plan":
             with open_shard(status.path) as f:
                 other = str(f.attrs.get("plan_id", ""))[:12]
@@ -119,16 +125,42 @@ def shard_pairs(
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """(teacher depth as stored, LiDAR depth float32) of each frame that is ok in both shards (and,
     with ``frames``, listed there)."""
+    for _, teacher_depth, lidar_depth in _frame_pairs(labels_dir, teacher, shard, frames):
+        yield teacher_depth, lidar_depth
+
+
+def _frame_pairs(
+    labels_dir: str | Path, teacher: str, shard: ShardPlan, frames: Collection[str] | None = None
+) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
+    """``shard_pairs`` with each frame's id first."""
     t_path, l_path = shard_path(labels_dir, teacher, shard.name), shard_path(labels_dir, LIDAR, shard.name)
     with open_shard(t_path) as ft, open_shard(l_path) as fl:
         if ft.attrs.get("plan_id") != fl.attrs.get("plan_id"):
             raise ValueError(f"{t_path}: shards of different plans (its plan_id differs from {l_path})")
+        for f, path in ((ft, t_path), (fl, l_path)):
+            if not isinstance(f.get("depth"), h5py.Dataset):
+                raise ValueError(f"{path}: no `depth` dataset (not a depth stage)")
+        t_set, l_set = ft["depth"], fl["depth"]
+        if t_set.shape != l_set.shape:
+            raise ValueError(
+                f"{t_path}: depth of shape {t_set.shape} does not match the LiDAR's {l_set.shape} in {l_path} "
+                "(rows x height x width): the stages were run at different sizes"
+            )
         ok = read_rows(ft["ok"]) & read_rows(fl["ok"])
         if frames is not None:
             ok &= np.array([f in frames for f in shard.frame_ids], dtype=bool)
-        t_set, l_set = ft["depth"], fl["depth"]
         for row in np.flatnonzero(ok):
-            yield _stored_depth(t_set, row), decode(l_set, read_rows(l_set, row))
+            yield shard.frame_ids[row], _stored_depth(t_set, row), decode(l_set, read_rows(l_set, row))
+
+
+def _add_frames(target: Any, labels_dir: str | Path, teacher: str, shard: ShardPlan, frames: Any) -> None:
+    """``target.add`` every frame pair of the shard; a frame it refuses is named with its shard."""
+    for frame_id, teacher_depth, lidar_depth in _frame_pairs(labels_dir, teacher, shard, frames):
+        try:
+            target.add(teacher_depth, lidar_depth)
+        except ValueError as err:
+            path = shard_path(labels_dir, teacher, shard.name)
+            raise ValueError(f"{path}: frame {frame_id}: {err}") from None
 
 
 def _stored_depth(dataset: h5py.Dataset, row: int) -> np.ndarray:
@@ -158,8 +190,7 @@ def accumulate_shard(
     plan, labels_dir = _plan_of(labels_dir)
     shard = plan.shards[shard_index]
     acc = BinAccumulator(settings.edges, settings.reservoir_size, seed=[settings.seed, 2, shard_index])
-    for teacher_depth, lidar_depth in shard_pairs(labels_dir, teacher, shard, frames):
-        acc.add(teacher_depth, lidar_depth)
+    _add_frames(acc, labels_dir, teacher, shard, frames)
     return acc
 
 
@@ -169,8 +200,7 @@ def evaluate_shard(
     """Held-out figures of one shard before and after ``lut`` (a dask task like accumulate_shard)."""
     evaluation = Evaluation(lut)
     plan, labels_dir = _plan_of(labels_dir)
-    for teacher_depth, lidar_depth in shard_pairs(labels_dir, teacher, plan.shards[shard_index]):
-        evaluation.add(teacher_depth, lidar_depth)
+    _add_frames(evaluation, labels_dir, teacher, plan.shards[shard_index], None)
     return evaluation
 
 
@@ -187,6 +217,9 @@ def _reduce(
     """Run ``task(folder, teacher, index, extra)`` per shard (loop or dask) and merge the results in
     shard order; dask tasks get ``str(folder.path)``, the loop the folder itself (its plan)."""
     total = None
+    frames = sum(len(folder.plan.shards[i].frame_ids) for i in indices)
+    pool = Workers.of(client)  # a cluster is worth its start (a second or two) on larger work only
+    client = pool.client_for(len(indices), frames)
     with tqdm(total=len(indices), unit="shard", desc=desc, disable=not progress) as bar:
         if client is None:
             results: Iterator[Any] = (task(folder, teacher, i, extra) for i in indices)
@@ -228,13 +261,17 @@ def fit_from_labels(
     frames: Collection[str] | None = None,
     **options: Any,
 ) -> Lut:
-    """Fit the table on the label folder's non-held-out drives (dask when ``client`` is given) and
+    """Fit the table on the label folder's non-held-out drives and
     report RMSE / Abs Rel before and after correction on the held-out ones. ``labels_dir`` may be
     a ``LabelFolder`` (its plan and shard statuses are used). ``frames`` restricts the fit to those
-    frame ids (e.g. an experiment's training frames, so held-out scenes never shape the table)."""
+    frame ids (e.g. an experiment's training frames, so held-out scenes never shape the table).
+    ``client``: a ``labelgen.client.Workers`` (a cluster started when there is more than one shard
+    to read), a dask client, or None (this process). One pass over the data: shard files verified
+    before (stamps, ``labelgen.verify``) are read once, by the accumulating tasks."""
     folder = LabelFolder.of(labels_dir, resolve=True)
     settings = FitSettings(bin_width, min_depth, max_depth, stat, min_count, **options)
-    plan, teacher_info = check_stages(folder, teacher)
+    client = Workers.of(client)
+    plan, teacher_info = check_stages(folder, teacher, workers=client, progress=progress)
     fit_idx, held_idx, held_drives = split_drives(plan, holdout)
     task: Callable[..., Any] = accumulate_shard
     if frames is not None:
@@ -272,145 +309,6 @@ def fit_from_labels(
             **evaluation.to_dict(),
         }
     return replace(lut, source=source, heldout=heldout)
-
-
-def write_corrected(
-    labels_dir: LabelFolder | str | Path,
-    lut: Lut | str | Path,
-    teacher: str = "sgbm",
-    lut_path: str | Path | None = None,
-    progress: bool = False,
-    client: Any = None,
-) -> dict[str, Any]:
-    """Write ``LABELS/<teacher>_corrected/shard-*.h5`` (depth float16 = apply_lut of the teacher's),
-    skipping shards already written with the same table and the same teacher shard; a summary.
-    With a dask ``client`` each shard is one task. ``labels_dir`` may be a ``LabelFolder`` (its
-    plan and statuses are used; the corrected stage is refreshed in it)."""
-    if not isinstance(lut, Lut):
-        lut_path, lut = lut, load_lut(lut)
-    folder = LabelFolder.of(labels_dir, resolve=True)
-    plan, info = check_stages(folder, teacher, lidar=False)
-    _check_lut_matches(lut, teacher, info, lut_path)
-    stage = f"{teacher}{CORRECTED_SUFFIX}"
-    written = failed = 0
-    todo = []
-    for shard in plan.shards:
-        source = _source_identity(folder.given, teacher, shard, lut)
-        status = folder.status(stage, shard, "full")
-        if status.complete and _made_from(status.path, source):
-            failed += len(status.failures)
-        else:
-            todo.append((shard.index, source))
-    extra = (teacher, lut, str(lut_path) if lut_path else None)
-    try:
-        if client is None:
-            results = (correct_shard(folder, *extra, index, source) for index, source in todo)
-        else:  # one task a shard; results in any order
-            from distributed import as_completed
-
-            futures = [
-                client.submit(correct_shard, str(folder.path), *extra, index, source, pure=False)
-                for index, source in todo
-            ]
-            results = (future.result() for future in as_completed(futures))
-        for count in tqdm(results, total=len(todo), unit="shard", desc=stage, disable=not progress):
-            failed += count
-            written += 1
-    finally:
-        if todo:
-            folder.refresh(stage)
-    return {
-        "stage": stage,
-        "path": str(folder.given / stage),
-        "lut_sha256": lut.sha256,
-        "shards": len(plan.shards),
-        "written": written,
-        "skipped": len(plan.shards) - written,
-        "frames": len(plan.frame_ids),
-        "frames_failed": failed,
-    }
-
-
-def _check_lut_matches(lut: Lut, teacher: str, info: dict[str, list[str]], lut_path: Any) -> None:
-    """A table fitted on another teacher stage or checkpoint does not describe these shards."""
-    name = lut_path or "lut"
-    fitted = lut.source.get("teacher_stage")
-    if fitted and fitted != teacher:
-        raise ValueError(f"{name}: fitted on teacher stage {fitted!r}, not {teacher!r}")
-    known = set(lut.source.get("checkpoint_sha256") or [])
-    if known and not set(info["checkpoint_sha256"]) <= known:
-        raise ValueError(f"{name}: fitted on another {teacher} checkpoint than the shards hold")
-
-
-def _source_identity(labels_dir: Path, teacher: str, shard: ShardPlan, lut: Lut) -> dict[str, Any]:
-    """What a corrected shard depends on: the table and the teacher shard it was computed from."""
-    with open_shard(shard_path(labels_dir, teacher, shard.name)) as f:
-        return {
-            "lut_sha256": lut.sha256,
-            "source_stage": teacher,
-            "source_settings": str(f.attrs.get("settings", "")),
-            "source_created": str(f.attrs.get("created", "")),
-        }
-
-
-def _made_from(path: Path, source: dict[str, Any]) -> bool:
-    """Was this complete corrected shard computed from ``source`` (same table, same teacher shard)?"""
-    with open_shard(path) as f:
-        settings = json.loads(f.attrs.get("settings", "{}"))
-    return all(settings.get(k) == v for k, v in source.items())
-
-
-def correct_shard(
-    labels_dir: LabelFolder | str,
-    teacher: str,
-    lut: Lut,
-    lut_path: str | None,
-    shard_index: int,
-    source: dict,
-) -> int:
-    """Write one corrected shard atomically (a dask task when a client is given); returns its number
-    of failed (carried-over) frames."""
-    plan, labels_dir = _plan_of(labels_dir)
-    return _write_corrected_shard(
-        Path(labels_dir), plan, teacher, plan.shards[shard_index], lut, lut_path, source
-    )
-
-
-def _write_corrected_shard(
-    labels_dir: Path,
-    plan: Plan,
-    teacher: str,
-    shard: ShardPlan,
-    lut: Lut,
-    lut_path: Any,
-    source: dict[str, Any],
-) -> int:
-    """Write one corrected shard atomically; returns its number of failed (carried-over) frames."""
-    target = shard_path(labels_dir, f"{teacher}{CORRECTED_SUFFIX}", shard.name)
-    remove_stale_tmp(target)
-    with open_shard(shard_path(labels_dir, teacher, shard.name)) as f:
-        attrs = {
-            "stage": f"{teacher}{CORRECTED_SUFFIX}",
-            "plan_id": plan.plan_id,
-            "shard_index": shard.index,
-            "shard_name": shard.name,
-            "teacher": f.attrs.get("teacher", ""),
-            "checkpoint_sha256": f.attrs.get("checkpoint_sha256", ""),
-            "calibration": f.attrs.get("calibration", "{}"),
-            "settings": {**source, "lut_path": str(Path(lut_path).resolve()) if lut_path else None},
-            "device": "cpu",
-            "lut_sha256": lut.sha256,
-        }
-        depth, ok, why = f["depth"], read_rows(f["ok"]), read_rows(f["failure"], as_str=True)
-        spec = {"depth": DatasetSpec(tuple(depth.shape[1:]), "float16", attrs=DEPTH_ATTRS)}
-        with ShardWriter(target, shard.frame_ids, spec, attrs) as writer:
-            for row in range(len(shard.frame_ids)):
-                if ok[row]:
-                    corrected = apply_lut(_stored_depth(depth, row), lut)
-                    writer.write(row, {"depth": corrected.astype(np.float16)})
-                else:
-                    writer.fail(row, str(why[row]))
-    return int((~ok).sum())
 
 
 def format_lut(lut: Lut) -> str:

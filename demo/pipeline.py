@@ -155,7 +155,8 @@ class _Steps(ScoringSteps):
     # 3. labels
     def teacher_labels(self, psmnet: Path | None, seg_checkpoint: Path | None, seg_options: dict) -> None:
         from labelgen.inspect import inspect_labels, write_previews
-        from labelgen.run import format_reports, run_stages
+        from labelgen.report import format_reports
+        from labelgen.run import run_stages
 
         self.stages = ["images", "lidar", "sgbm"]
         options: dict[str, dict] = {"lidar": {"cams": [2]}, "sgbm": {}}

@@ -15,30 +15,55 @@ holding one can go to DataLoader workers. See docs/shards.md ("The label folder 
 from __future__ import annotations
 
 import os
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from labelgen.plan import PLAN_FILE, Plan, ShardPlan, load_plan
-from labelgen.shards import ShardStatus, check_shard, check_verify, shard_path
+from labelgen.shards import ShardStatus, check_shard, shard_path
+from labelgen.verify import (
+    Signature,
+    Stamp,
+    StampBook,
+    check_level,
+    file_signature,
+    run_verify_tasks,
+)
 
-Signature = tuple[int, int, int]  # (st_mtime_ns, st_size, st_ino)
+_signature = file_signature
+_RANK = {"quick": 0, "once": 1, "full": 2}
 
 
-def _signature(path: Path) -> Signature | None:
-    """What tells a rewritten file from the one read before (None: no such file)."""
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return (st.st_mtime_ns, st.st_size, st.st_ino)
+@dataclass(frozen=True)
+class VerifyRun:
+    """What one ``LabelFolder.verify`` read: shard files, their frames, the seconds spent reading
+    (from the first task to the last result) and starting the workers, and how many (0: here)."""
+
+    shards: int
+    frames: int
+    seconds: float
+    startup_seconds: float
+    workers: int
+
+    def describe(self) -> str:
+        where = f"on {self.workers} dask worker(s)" if self.workers else "in this process"
+        start = f", after {self.startup_seconds:.1f} s starting them" if self.workers else ""
+        rate = self.frames / self.seconds if self.seconds > 0 else 0.0
+        return (
+            f"verified {self.shards} shard file(s) in full ({self.frames} frame rows, {rate:.0f}/s) in "
+            f"{self.seconds:.1f} s {where}{start}; stamped, so they are not read again while unchanged"
+        )
 
 
 @dataclass(frozen=True)
 class _Checked:
-    """A cached shard status and what it was computed from."""
+    """A cached shard status and what it was computed from (``level``: what was done, in
+    ``_RANK``'s terms: a stamp trusted counts as ``once``, a full read in this process as ``full``)."""
 
     signature: Signature | None
-    verify: str
+    level: str
     plan_id: str
     shard: ShardPlan
     status: ShardStatus
@@ -63,6 +88,8 @@ class LabelFolder:
         self._plan_signature: Signature | None = None
         self._shards: dict[str, ShardPlan] = {}
         self._checked: dict[tuple[str, str], _Checked] = {}
+        self._books: dict[str, StampBook] = {}
+        self.last_verify: VerifyRun | None = None  # what the last ``verify`` read, and how fast
 
     @classmethod
     def of(cls, where: LabelFolder | str | os.PathLike[str], *, resolve: bool = False) -> LabelFolder:
@@ -121,10 +148,13 @@ class LabelFolder:
         return shard_path(self.given, stage, shard.name if isinstance(shard, ShardPlan) else shard)
 
     def status(self, stage: str, shard: ShardPlan | str, verify: str = "quick") -> ShardStatus:
-        """``check_shard`` of one (stage, shard) against the plan ``.plan`` last returned; cached
-        until the shard file's stat changes, ``refresh`` drops it, or ``verify="full"`` is asked of
-        a status checked ``quick`` (a ``full`` one serves ``quick``)."""
-        check_verify(verify)
+        """``check_shard`` of one (stage, shard) against the plan ``.plan`` last returned.
+
+        ``verify``: ``quick`` (attributes and bookkeeping), ``once`` (a full read unless the
+        shard's stamp says this very file was verified: ``labelgen.verify``) or ``full`` (a full
+        read, ignoring stamps). Cached until the shard file's stat changes or ``refresh`` drops
+        it; a stricter level than the cached one checks again."""
+        check_level(verify)
         shard = self._shard(shard)
         plan_id = self._current_plan_id()
         path = self.shard_path(stage, shard)
@@ -135,13 +165,125 @@ class LabelFolder:
             and cached.signature == signature
             and cached.plan_id == plan_id
             and cached.shard == shard
-            and (cached.verify == "full" or verify == "quick")
+            and _RANK[cached.level] >= _RANK[verify]
         ):
             return cached.status
-        self.status_checks += 1
-        status = check_shard(path, plan_id, shard.frame_ids, verify=verify)
-        self._checked[(stage, shard.name)] = _Checked(signature, verify, plan_id, shard, status)
+        if verify == "once" and (stamp := self._book(stage).valid(shard.name, signature, plan_id)):
+            status, level = stamp.status(path), "once"
+        else:
+            self.status_checks += 1
+            level = "full" if verify in ("once", "full") else "quick"
+            status = check_shard(path, plan_id, shard.frame_ids, verify=level, image_size=shard.image_size)
+            if level == "full":
+                self._stamp(stage, shard, status, signature if _signature(path) == signature else None)
+                self._book(stage).save()
+        self._checked[(stage, shard.name)] = _Checked(signature, level, plan_id, shard, status)
         return status
+
+    def _book(self, stage: str) -> StampBook:
+        if stage not in self._books:
+            self._books[stage] = StampBook(self.given / stage)
+        return self._books[stage]
+
+    def _stamp(
+        self,
+        stage: str,
+        shard: ShardPlan,
+        status: ShardStatus,
+        signature: Signature | None,
+        how: str = "read",
+    ) -> None:
+        """Remember a full verification (a complete shard whose file did not change meanwhile)."""
+        book = self._book(stage)
+        if status.complete and signature is not None:
+            book.add(shard.name, Stamp(signature, self._current_plan_id(), status.failures, how))
+        elif shard.name in book.stamps:
+            book.add(shard.name, None)
+
+    def stamp_written(
+        self,
+        stage: str,
+        shard: ShardPlan | str,
+        signature: Signature | None,
+        failures: Sequence[Sequence[str]],
+    ) -> None:
+        """Stamp a shard this process's run just wrote (``signature`` and ``failures`` as its writer
+        reported them): its checksums were computed from the data written, so it needs no read to
+        be trusted. Written to disk by ``save_stamps``."""
+        shard = self._shard(shard)
+        if signature is None or _signature(self.shard_path(stage, shard)) != tuple(signature):
+            return
+        status = ShardStatus(
+            self.shard_path(stage, shard), "complete", failures=tuple((str(f), str(r)) for f, r in failures)
+        )
+        self._stamp(stage, shard, status, tuple(signature), how="written")
+
+    def save_stamps(self) -> None:
+        for book in self._books.values():
+            book.save()
+
+    def unverified(self, stages: Sequence[str], verify: str = "once") -> list[tuple[str, ShardPlan]]:
+        """The (stage, shard) pairs whose status at ``verify`` needs a full read (existing files
+        without a cached full check or, for ``once``, without a valid stamp); reads no shard."""
+        check_level(verify)
+        if verify == "quick":
+            return []
+        plan, plan_id, pending = self.plan, self._current_plan_id(), []
+        for stage in stages:
+            book = self._book(stage)
+            for shard in plan.shards:
+                signature = _signature(self.shard_path(stage, shard))
+                if signature is None:
+                    continue
+                cached = self._checked.get((stage, shard.name))
+                if (
+                    cached is not None
+                    and cached.signature == signature
+                    and cached.plan_id == plan_id
+                    and _RANK[cached.level] >= _RANK[verify]
+                ):
+                    continue
+                if verify == "once" and book.valid(shard.name, signature, plan_id):
+                    continue
+                pending.append((stage, shard))
+        return pending
+
+    def verify(
+        self, stages: Sequence[str], verify: str = "once", workers: Any = None, progress: bool = True
+    ) -> int:
+        """Verify in full every shard of ``stages`` that ``unverified`` names: as dask tasks when
+        ``workers`` (a ``labelgen.client.Workers`` or a dask client) gives a client for that many
+        frames, else here; stamps each complete one. Returns how many shards were read."""
+        from labelgen.client import Workers
+
+        pending = self.unverified(stages, verify)
+        if not pending:
+            return 0
+        pool = Workers.of(workers)
+        frames = sum(len(shard.frame_ids) for _, shard in pending)
+        started = time.perf_counter()
+        client = pool.client_for(len(pending), frames)
+        reading = time.perf_counter()
+        plan_id = self._current_plan_id()
+        jobs = (
+            ((stage, shard, _signature(self.shard_path(stage, shard))), str(self.shard_path(stage, shard)),
+             plan_id, shard.frame_ids, shard.image_size)
+            for stage, shard in pending
+        )  # fmt: skip
+        try:
+            for (stage, shard, seen), status, signature in run_verify_tasks(
+                jobs, client, len(pending), progress
+            ):
+                self.status_checks += 1
+                self._checked[(stage, shard.name)] = _Checked(seen, "full", plan_id, shard, status)
+                self._stamp(stage, shard, status, signature if signature == seen else None)
+        finally:
+            self.save_stamps()
+        workers = len(client.scheduler_info(n_workers=-1)["workers"]) if client is not None else 0
+        self.last_verify = VerifyRun(
+            len(pending), frames, time.perf_counter() - reading, reading - started, workers
+        )
+        return len(pending)
 
     def statuses(self, stage: str, verify: str = "quick") -> list[ShardStatus]:
         """The status of every shard of ``stage``, in plan order (the plan re-read if it changed)."""
@@ -149,10 +291,13 @@ class LabelFolder:
 
     def refresh(self, stage: str | None = None) -> None:
         """Forget the statuses of ``stage``; with no stage, every status and the plan."""
+        self.save_stamps()  # stamps are of files, not of this cache: kept
         if stage is None:
             self._checked.clear()
+            self._books.clear()
             self._forget_plan()
             return
+        self._books.pop(stage, None)
         for key in [key for key in self._checked if key[0] == stage]:
             del self._checked[key]
 

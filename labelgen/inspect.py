@@ -134,7 +134,7 @@ def _sample_lines(
     return lines + [f"  {name:<12} {_summary(meta, arrays[name])}" for name, meta in metas.items()]
 
 
-def _stage_lines(folder: LabelFolder, plan: Plan, stage: str, limit: int, verify: str = "full") -> list[str]:
+def _stage_lines(folder: LabelFolder, plan: Plan, stage: str, limit: int, verify: str = "once") -> list[str]:
     """The report section of one stage: shard states, frame counts, failures, value ranges."""
     statuses = [(shard, folder.status(stage, shard, verify)) for shard in plan.shards]
     states = [status.state for _, status in statuses]
@@ -161,19 +161,28 @@ def _stage_lines(folder: LabelFolder, plan: Plan, stage: str, limit: int, verify
 
 
 def inspect_labels(
-    labels_dir: LabelFolder | str | Path, sample_frames: int = SAMPLE_FRAMES, verify: str = "full"
+    labels_dir: LabelFolder | str | Path,
+    sample_frames: int = SAMPLE_FRAMES,
+    verify: str = "once",
+    workers: Any = None,
+    progress: bool = False,
 ) -> str:
     """A readable report of every stage folder: shards and frames against the plan, value ranges.
-    ``verify``: ``full`` reads every chunk (checksums), ``quick`` the attributes only. A
-    ``LabelFolder`` given lends its plan and shard statuses (checked only where not yet known)."""
+    ``verify``: ``once`` reads every chunk (checksums) of each shard file not verified before,
+    ``full`` of every file, ``quick`` the attributes only (``labelgen.verify``); the reads run on
+    ``workers`` (a ``labelgen.client.Workers`` or dask client; None: here), with a progress bar
+    when ``progress``. A ``LabelFolder`` given lends its plan and shard statuses."""
     folder = LabelFolder.of(labels_dir)
     plan = folder.plan
     stages = folder.stages()
+    verified = folder.verify(stages, verify, workers, progress)
     lines = [
         f"labels {folder.given}: plan {plan.plan_id[:12]}",
         f"planned: {len(plan.frame_ids)} frames in {len(plan.shards)} shards",
         f"value ranges: on a sample of at most {sample_frames} ok frames per stage, spread over complete shards",
     ]
+    if verified and folder.last_verify is not None:
+        lines.append(folder.last_verify.describe())
     if plan.calibration_errors:
         lines.append(f"no calibration for {', '.join(sorted(plan.calibration_errors))}")
     if not stages:

@@ -9,13 +9,12 @@ the current plan is skipped, so an interrupted run resumes where it stopped.
 from __future__ import annotations
 
 import functools
+import gc
 import json
-import logging
 import os
+import sys
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -23,16 +22,17 @@ from typing import Any
 from tqdm import tqdm
 
 from labelgen.atomic import write_text_atomic
+from labelgen.client import GPU, ClusterSpec, Workers
 from labelgen.devices import resolve_device
-from labelgen.errors import describe
+from labelgen.errors import describe, is_os_fault
 from labelgen.folder import LabelFolder
 from labelgen.lock import folder_lock
-from labelgen.plan import Plan, ShardPlan, load_plan_cached
+from labelgen.plan import ShardPlan, load_plan_cached
+from labelgen.report import REPORT_FILE, StageReport, history, stage_report
 from labelgen.shards import ShardWriter, remove_stale_tmp, shard_path
+from labelgen.space import out_of_space
 from labelgen.stages import make_stage
-
-REPORT_FILE = "report.json"
-GPU = {"GPU": 1}
+from labelgen.verify import file_signature
 
 
 @functools.lru_cache(maxsize=4)
@@ -66,8 +66,45 @@ def process_shard(
     device: str = "cpu",
     batch_size: int = 1,
 ) -> dict[str, Any]:
-    """Label every frame of one shard for one stage and write the shard atomically (a dask task)."""
+    """Label every frame of one shard for one stage and write the shard atomically (a dask task).
+
+    An error that a retry cannot cure (a full disk, a read-only folder, a bad option) is returned
+    as ``{"error": line, "os_fault": bool}`` rather than raised: dask retries only lost workers.
+    """
     started = time.perf_counter()
+    hooks = sys.unraisablehook, sys.excepthook
+    sys.unraisablehook, sys.excepthook = _quiet_unraisable, _quiet_excepthook
+    try:
+        return _process_shard(labels_dir, stage_name, shard_index, options, device, batch_size, started)
+    except Exception as err:  # deterministic: reported once, not retried
+        return {"stage": stage_name, "shard_index": shard_index, "error": _reason(err),
+                "os_fault": is_os_fault(err), "errno": getattr(err, "errno", None)}  # fmt: skip
+    finally:
+        gc.collect()  # HDF5 objects of a failed write go now, while the quiet hook is in place
+        sys.unraisablehook, sys.excepthook = hooks
+
+
+def _freed_h5py_object(err: BaseException | None) -> bool:
+    return isinstance(err, RuntimeError | OSError) and "decrement id ref count" in str(err)
+
+
+def _quiet_unraisable(unraisable: Any) -> None:
+    """h5py objects of a shard whose write failed (a full disk) raise again as they are freed
+    ("Exception ignored in ... __dealloc__" and a traceback, printed through both hooks, each
+    object): the task's own error says it once."""
+    if not _freed_h5py_object(unraisable.exc_value):
+        sys.__unraisablehook__(unraisable)
+
+
+def _quiet_excepthook(kind: type[BaseException], err: BaseException, tb: Any) -> None:
+    if not _freed_h5py_object(err):
+        sys.__excepthook__(kind, err, tb)
+
+
+def _process_shard(
+    labels_dir: str, stage_name: str, shard_index: int, options: dict, device: str, batch_size: int,
+    started: float,
+) -> dict[str, Any]:  # fmt: skip
     plan = load_plan_cached(labels_dir)
     shard = plan.shards[shard_index]
     stage = make_stage(stage_name, options)
@@ -111,6 +148,7 @@ def process_shard(
         "frames": len(frames),
         "failures": failures,
         "seconds": time.perf_counter() - started,
+        "signature": file_signature(path),
     }
 
 
@@ -119,122 +157,6 @@ def _reason(err: BaseException) -> str:
     the exception type and message for an unexpected error."""
     text = describe(err)
     return text if isinstance(err, ValueError | OSError) and text else f"{type(err).__name__}: {text}"
-
-
-@dataclass
-class StageReport:
-    """What one stage's shard set holds after a run (written to LABELS/<stage>/report.json)."""
-
-    stage: str
-    plan_id: str
-    shards_total: int
-    shards_complete: int
-    frames_total: int
-    frames_done: int
-    frames_failed: list[tuple[str, str]] = field(default_factory=list)  # (frame_id, reason)
-    shards_failed: list[tuple[str, str]] = field(default_factory=list)  # (shard, reason), not written
-    frames_processed: int = 0  # by this run (the rest were complete before)
-    seconds: float = 0.0  # summed over this run's tasks of the stage
-    wall_seconds: float = 0.0  # of the whole run (all stages)
-    workers: int = 0
-    device: str = "cpu"
-    cluster: str = "local"  # local, the scheduler address, or slurm / pbs / sge / lsf / htcondor
-    job_ids: list[str] = field(default_factory=list)  # batch jobs that ran this run's workers
-    finished: str = ""
-
-    @property
-    def frames_per_second(self) -> float:
-        """Throughput of one worker on this stage (frames per task-second)."""
-        return self.frames_processed / self.seconds if self.seconds > 0 else 0.0
-
-    @property
-    def all_done(self) -> bool:
-        """Every planned frame of the stage is labelled."""
-        return self.shards_complete == self.shards_total and not self.frames_failed
-
-    def to_json(self) -> str:
-        return json.dumps({**asdict(self), "frames_per_second": self.frames_per_second}, indent=1) + "\n"
-
-
-@dataclass(frozen=True)
-class ClusterSpec:
-    """Where the work runs: batch jobs of ``kind`` (slurm, pbs, sge, lsf, htcondor) through
-    dask-jobqueue, ``jobs`` of them, with the cluster class's own ``options``."""
-
-    kind: str
-    jobs: int = 1
-    options: dict = field(default_factory=dict)
-    job_timeout: float = 600.0
-
-
-@contextmanager
-def dask_client(
-    scheduler: str | None, workers: int | None, device: str, cluster: ClusterSpec | None = None
-) -> Iterator[Any]:
-    """A client of batch jobs (``cluster``), of the user's scheduler, or of a LocalCluster sized
-    to the machine (one worker a GPU)."""
-    import dask
-    from distributed import Client, LocalCluster
-
-    if cluster is not None:
-        from labelgen.cluster import jobqueue_client
-
-        if scheduler:
-            raise ValueError("give --cluster or --scheduler, not both")
-        if workers is not None:
-            raise ValueError(
-                "--workers sizes a local cluster; with --cluster use --jobs (and --job-option processes=N)"
-            )
-        with jobqueue_client(
-            cluster.kind, cluster.jobs, cluster.options, device, cluster.job_timeout
-        ) as client:
-            yield client
-        return
-    if scheduler:
-        try:
-            client = Client(scheduler, timeout="10s")
-        except (OSError, TimeoutError) as err:
-            raise ValueError(f"{scheduler}: scheduler unreachable ({type(err).__name__})") from None
-        try:
-            yield client
-        finally:
-            client.close()
-        return
-    gpu = device.startswith("cuda")
-    if workers is None:
-        import torch
-
-        workers = max(1, torch.cuda.device_count()) if gpu else max(1, os.cpu_count() or 1)
-    with dask.config.set({"distributed.nanny.pre-spawn-environ": _worker_environ(workers)}):
-        cluster = LocalCluster(
-            n_workers=workers,
-            threads_per_worker=1,
-            processes=True,
-            dashboard_address=":0",  # a free port: several runs may share a machine
-            resources=GPU if gpu else None,
-            silence_logs=logging.ERROR,
-        )
-    client = Client(cluster)
-    try:
-        yield client
-    finally:
-        client.close()
-        cluster.close()
-
-
-def _worker_environ(workers: int) -> dict[str, str]:
-    """Set before local workers start: the machine's cores shared out among them, and malloc
-    thresholds that let frame-sized buffers be reused. Dask sets MALLOC_TRIM_THRESHOLD_ to 64 KiB,
-    which also freezes glibc's mmap threshold at 128 KiB: every frame buffer is then mapped and
-    unmapped anew, and SGBM runs 20 % slower than outside dask."""
-    threads = str(max(1, (os.cpu_count() or 1) // workers))
-    return {
-        "MALLOC_TRIM_THRESHOLD_": str(128 * 2**20),
-        "MALLOC_MMAP_THRESHOLD_": str(64 * 2**20),
-        "OMP_NUM_THREADS": threads,
-        "MKL_NUM_THREADS": threads,
-        "OPENBLAS_NUM_THREADS": threads,
-    }
 
 
 def _check_gpu_workers(client: Any, scheduler: str | None) -> None:
@@ -262,44 +184,57 @@ def run_stages(
     batch_size: int = 1,
     overwrite: bool = False,
     retry_failed: bool = False,
-    verify: str = "full",
+    verify: str = "once",
     stage_options: dict[str, dict] | None = None,
     progress: bool = True,
     cluster: ClusterSpec | None = None,
 ) -> list[StageReport]:
     """Run ``stages`` over every shard of the plan in ``labels_dir``; returns one report per stage.
 
-    Complete shards are kept (resume), checked with ``verify`` (``full``: every chunk's checksum;
-    ``quick``: attributes only); ``retry_failed`` also redoes the complete shards that hold failed
-    frames; ``overwrite`` redoes everything. One run per label folder at a time (a lock file).
-    ``labels_dir`` may be a ``LabelFolder``: its plan and statuses are used, and each stage that
-    wrote is refreshed in it.
+    Complete shards are kept (resume), checked with ``verify`` (``once``: a full checksum read of
+    each shard file not verified before, ``labelgen.verify``; ``full``: of every one, now;
+    ``quick``: attributes only), on the workers; ``retry_failed`` also redoes the complete shards
+    that hold failed frames; ``overwrite`` redoes everything. One run per label folder at a time (a
+    lock file). No cluster is started when there is nothing to verify or label. ``labels_dir``
+    may be a ``LabelFolder``: its plan and statuses are used, and each stage that wrote is
+    refreshed in it. A full disk (or another OS fault) stops the run with one ``OSError`` naming
+    the file system and the space needed; no retry.
     """
-    if workers is not None and workers < 1:
-        raise ValueError(f"workers must be at least 1, got {workers}")
     if batch_size < 1:
         raise ValueError(f"batch size must be at least 1, got {batch_size}")
     if not stages:
         raise ValueError("no stages given")
+    pool = Workers(scheduler, workers, device, cluster, note=_stderr if progress else None)
     folder = LabelFolder.of(labels_dir, resolve=True)
-    _ = folder.plan  # its one-line error before the lock (and the folder) is created; looked at
+    plan = folder.plan  # its one-line error before the lock (and the folder) is created; looked at
     # again under the lock (re-read if changed), since a `labelgen plan --overwrite` may replace it
-    with folder_lock(folder.given, f"labelgen run --stages {','.join(stages)}"):
-        return _run_locked(folder, stages, workers, scheduler, device, batch_size, overwrite,
-                           retry_failed, verify, stage_options, progress, cluster)  # fmt: skip
+    if batch_size > plan.shard_size:  # a batch never spans shards: bigger asks nothing more
+        batch_size = plan.shard_size
+    with folder_lock(folder.given, f"labelgen run --stages {','.join(stages)}"), pool:
+        return _run_locked(folder, stages, pool, device, batch_size, overwrite, retry_failed, verify,
+                           stage_options, progress)  # fmt: skip
+
+
+def _stderr(line: str) -> None:
+    import sys
+
+    print(line, file=sys.stderr, flush=True)
 
 
 def _run_locked(
-    folder, stages, workers, scheduler, device, batch_size, overwrite, retry_failed, verify,
-    stage_options, progress, cluster,
+    folder: LabelFolder, stages: Sequence[str], pool: Workers, device: str, batch_size: int,
+    overwrite: bool, retry_failed: bool, verify: str, stage_options: dict | None, progress: bool,
 ) -> list[StageReport]:  # fmt: skip
     plan = folder.plan
-    if (
-        scheduler is None and cluster is None
-    ):  # local: this machine's devices; remote workers resolve their own
+    if not pool.remote:  # local: this machine's devices; remote workers resolve their own
         device = resolve_device(device)
+        pool.device = device
     options = {name: dict((stage_options or {}).get(name) or {}) for name in stages}
     gpu_stages = {name for name in stages if _validated_stage(name, options[name]).gpu}
+    started = time.perf_counter()
+    pending = folder.unverified(stages, verify)
+    if pending:
+        folder.verify(stages, verify, pool, progress)
     todo: list[tuple[str, ShardPlan]] = []
     for name in stages:
         for shard in plan.shards:
@@ -309,34 +244,34 @@ def _run_locked(
     errors: dict[tuple[str, str], str] = {}
     processed = dict.fromkeys(stages, 0)
     task_seconds = dict.fromkeys(stages, 0.0)
-    started, n_workers, ids = time.perf_counter(), 0, set()
     if todo:
+        client = pool.client(len(todo), inline=False)  # labelling always runs on dask workers
         try:
-            with dask_client(scheduler, workers, device, cluster) as client:
-                if scheduler and gpu_stages and device.startswith("cuda"):
-                    _check_gpu_workers(client, scheduler)
-                errors = _submit_and_wait(
-                    client,
-                    folder.path,
-                    todo,
-                    options,
-                    gpu_stages,
-                    device,
-                    batch_size,
-                    processed,
-                    task_seconds,
-                    progress,
-                )
-                n_workers = len(client.scheduler_info(n_workers=-1)["workers"])
-            ids = getattr(client, "edgedepth_job_ids", set())  # filled in until the jobs end
+            if pool.scheduler and gpu_stages and device.startswith("cuda"):
+                _check_gpu_workers(client, pool.scheduler)
+            errors = _submit_and_wait(
+                client,
+                folder,
+                todo,
+                options,
+                gpu_stages,
+                device,
+                batch_size,
+                processed,
+                task_seconds,
+                progress,
+            )
         finally:
+            folder.save_stamps()
             for name in dict.fromkeys(name for name, _ in todo):
                 folder.refresh(name)  # its shards were (re)written: checked again from disk
+    n_workers = len(pool.started.scheduler_info(n_workers=-1)["workers"]) if pool.started else 0
+    ids = getattr(pool.started, "edgedepth_job_ids", set()) if pool.started else set()
     seconds = time.perf_counter() - started
-    where = cluster.kind if cluster else (scheduler or "local")
+    where = pool.cluster.kind if pool.cluster else (pool.scheduler or "local")
     reports = []
     for name in stages:
-        report = _stage_report(folder, plan, name, errors)
+        report = stage_report(folder, plan, name, errors)
         report.frames_processed, report.seconds, report.wall_seconds = (
             processed[name],
             task_seconds[name],
@@ -345,13 +280,15 @@ def _run_locked(
         report.workers, report.device = n_workers, device
         report.cluster, report.job_ids = where, sorted(ids, key=lambda j: (len(j), j))
         report.finished = datetime.now(UTC).isoformat(timespec="seconds")
-        write_text_atomic(folder.given / name / REPORT_FILE, report.to_json())
+        path = folder.given / name / REPORT_FILE
+        report.history = history(path) + [report.run_entry()]
+        write_text_atomic(path, report.to_json())
         reports.append(report)
     return reports
 
 
 def _submit_and_wait(
-    client, labels_dir, todo, options, gpu_stages, device, batch_size, processed, task_seconds, progress
+    client, folder, todo, options, gpu_stages, device, batch_size, processed, task_seconds, progress
 ):
     from distributed import as_completed
 
@@ -360,7 +297,7 @@ def _submit_and_wait(
         resources = GPU if name in gpu_stages and device.startswith("cuda") else None
         future = client.submit(
             process_shard,
-            str(labels_dir),
+            str(folder.path),
             name,
             shard.index,
             options[name],
@@ -368,12 +305,13 @@ def _submit_and_wait(
             batch_size,
             key=f"{name}-{shard.name}-{os.urandom(4).hex()}",
             pure=False,
-            retries=2,
+            retries=2,  # for lost workers only: process_shard returns its own errors
             resources=resources,
         )
         futures[future] = (name, shard)
     errors: dict[tuple[str, str], str] = {}
     frame_total = sum(len(shard.frame_ids) for _, shard in todo)
+    fault: tuple[dict[str, Any], str, ShardPlan] | None = None
     with (
         tqdm(total=len(todo), unit="shard", disable=not progress, position=0) as shard_bar,
         tqdm(total=frame_total, unit="frame", disable=not progress, position=1) as frame_bar,
@@ -382,55 +320,22 @@ def _submit_and_wait(
             name, shard = futures[future]
             try:
                 result = future.result()
+            except Exception as err:  # a lost worker, three times: reported, the rest go on
+                result = {"error": _reason(err), "os_fault": False}
+            if "error" in result:
+                errors[(name, shard.name)] = result["error"]
+                if result.get("os_fault") and fault is None:
+                    fault = (result, name, shard)
+                    for other in futures:  # a retry cannot cure it: stop submitting work
+                        other.cancel()
+            else:
                 processed[name] += len(shard.frame_ids)
                 task_seconds[name] += result["seconds"]
-            except Exception as err:  # a shard that could not be written is reported, the rest go on
-                errors[(name, shard.name)] = _reason(err)
+                folder.stamp_written(name, shard, result.get("signature"), result["failures"])
             shard_bar.update(1)
             frame_bar.update(len(shard.frame_ids))
+    if fault is not None:
+        result, name, shard = fault
+        left = [(n, s) for (n, s) in todo if (n, s.name) in errors]
+        raise out_of_space(result, folder, name, shard, left)
     return errors
-
-
-def _stage_report(
-    folder: LabelFolder, plan: Plan, name: str, errors: dict[tuple[str, str], str]
-) -> StageReport:
-    report = StageReport(name, plan.plan_id, len(plan.shards), 0, len(plan.frame_ids), 0)
-    for shard in plan.shards:  # quick: what this run wrote was just verified by writing it
-        status = folder.status(name, shard, "quick")
-        if status.complete:
-            report.shards_complete += 1
-            report.frames_done += len(shard.frame_ids) - len(status.failures)
-            report.frames_failed += list(status.failures)
-        else:
-            reason = errors.get((name, shard.name), f"shard {status.state} {status.reason}".strip())
-            report.shards_failed.append((shard.name, reason))
-    return report
-
-
-def format_reports(reports: Sequence[StageReport]) -> str:
-    """A summary table (frames done / failed / missing, throughput) and the failure reasons."""
-    header = f"{'stage':<10}{'shards':>10}{'frames':>9}{'failed':>8}{'missing':>9}{'frames/s':>10}"
-    lines = [header, "-" * len(header)]
-    for r in reports:
-        missing = r.frames_total - r.frames_done - len(r.frames_failed)
-        lines.append(
-            f"{r.stage:<10}{f'{r.shards_complete}/{r.shards_total}':>10}{r.frames_done:>9}"
-            f"{len(r.frames_failed):>8}{missing:>9}{r.frames_per_second:>10.2f}"
-        )
-    for r in reports:
-        for frame_id, reason in r.frames_failed[:20]:
-            lines.append(f"  {r.stage}: {frame_id}: {reason}")
-        if len(r.frames_failed) > 20:
-            lines.append(f"  {r.stage}: ... {len(r.frames_failed) - 20} more in {r.stage}/{REPORT_FILE}")
-        for shard_name, reason in r.shards_failed:
-            lines.append(f"  {r.stage}: {shard_name} not written: {reason}")
-    failed = [r.stage for r in reports if r.frames_failed]
-    unwritten = [r.stage for r in reports if r.shards_failed]
-    if failed:
-        lines.append(
-            f"{sum(len(r.frames_failed) for r in reports)} frame(s) failed; fix their input, then redo just "
-            f"their shards with: edgedepth labelgen run LABELS --stages {','.join(failed)} --retry-failed"
-        )
-    if unwritten:
-        lines.append(f"shards not written in {', '.join(unwritten)}: a plain rerun redoes them")
-    return "\n".join(lines)

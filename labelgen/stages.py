@@ -13,25 +13,24 @@ import json
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import cv2
 import numpy as np
-import torch
 
 from labelgen.checkpoints import sha256_file
 from labelgen.cityscapes import CITYSCAPES_CLASSES
 from labelgen.kitti import read_image
 from labelgen.layout import AnyCalibration, AnyFrame, lidar_depth_maps
 from labelgen.shards import DatasetSpec
-from labelgen.teachers.psmnet import load_psmnet, lr_consistency, predict_disparity_batch
-from labelgen.teachers.segmentation import (
-    SegConfig,
-    load_segmenter,
-    predict_segmentation_batch,
-)
 from labelgen.teachers.sgbm import SgbmConfig, sgbm_disparity
 from labelgen.teachers.stereo import disparity_to_depth
+
+if TYPE_CHECKING:
+    import torch
+
+# The network teachers (psmnet, seg) import torch and torchvision inside their methods, so a driver
+# or worker that runs only images, lidar or sgbm never loads them (about 800 MB and 8-11 s).
 
 DEPTH_ATTRS = {"units": "m", "invalid": 0}
 DISPARITY_SCALE = 1.0 / 256.0  # stored as uint16 = round(disparity * 256), the KITTI convention
@@ -319,12 +318,16 @@ class PsmnetStage(TeacherStage, StereoStage):
         }
 
     def load(self, device: str) -> Any:
+        from labelgen.teachers.psmnet import load_psmnet
+
         return load_psmnet(self.checkpoint, align_corners=self.align_corners, device=device)
 
     def read(self, frame: AnyFrame, calib: AnyCalibration, root: Path) -> tuple[np.ndarray, np.ndarray]:
         return self.read_pair(frame, calib, root)
 
     def infer(self, inputs: list[Any], calib: AnyCalibration, model: Any) -> list[dict[str, np.ndarray]]:
+        from labelgen.teachers.psmnet import lr_consistency, predict_disparity_batch
+
         lefts, rights = [x[0] for x in inputs], [x[1] for x in inputs]
         device = _model_device(model)
         disparities = predict_disparity_batch(model, lefts, rights, device=device, precision=self.precision)
@@ -360,6 +363,8 @@ class SegStage(TeacherStage):
         num_classes: int = 19,
         precision: str = "fp32",
     ) -> None:
+        from labelgen.teachers.segmentation import SegConfig
+
         self.config = SegConfig(
             format=format, arch=arch, checkpoint=str(checkpoint), encoder=encoder, num_classes=num_classes
         )
@@ -384,12 +389,16 @@ class SegStage(TeacherStage):
         }
 
     def load(self, device: str) -> Any:
+        from labelgen.teachers.segmentation import load_segmenter
+
         return load_segmenter(self.config, device=device)
 
     def read(self, frame: AnyFrame, calib: AnyCalibration, root: Path) -> np.ndarray:
         return _read_checked(frame.image_path(root, 2), calib.image_size)
 
     def infer(self, inputs: list[Any], calib: AnyCalibration, model: Any) -> list[dict[str, np.ndarray]]:
+        from labelgen.teachers.segmentation import predict_segmentation_batch
+
         seg, conf = predict_segmentation_batch(
             model, inputs, device=_model_device(model), precision=self.precision
         )

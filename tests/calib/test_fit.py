@@ -10,7 +10,8 @@ import h5py
 import numpy as np
 import pytest
 
-from calib.fit import accumulate_shard, fit_from_labels, format_lut, split_drives, write_corrected
+from calib.apply import write_corrected
+from calib.fit import accumulate_shard, fit_from_labels, format_lut, split_drives
 from calib.lut import FitSettings, apply_lut, load_lut
 from calib.plot import plot_lut
 from labelgen.plan import load_plan, plan_shards, write_plan

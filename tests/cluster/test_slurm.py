@@ -18,8 +18,9 @@ import pytest
 from click.testing import CliRunner
 
 import cli
+from labelgen.client import ClusterSpec
 from labelgen.plan import load_plan, plan_shards, write_plan
-from labelgen.run import ClusterSpec, run_stages
+from labelgen.run import run_stages
 from labelgen.shards import shard_path
 from tests.cluster.slurm import PARTITION
 from tests.labelgen.test_run import assert_same_shards

@@ -25,7 +25,7 @@ from tests.kitti_tree import make_kitti_tree
 
 DRIVE = "2011_09_26_drive_0001_sync"
 FAST = {"sgbm": {"num_disparities": 32}}
-SPECS = {"depth": DatasetSpec((4, 6), "float32")}
+SPECS = {"depth": DatasetSpec((64, 160), "float32")}  # the plan's image size (lidar's schema)
 
 
 @pytest.fixture
@@ -42,7 +42,7 @@ def write_shard(folder: LabelFolder, plan: Plan, stage: str, shard: ShardPlan, f
             if row == failed:
                 writer.fail(row, "broken on purpose")
             else:
-                writer.write(row, {"depth": np.full((4, 6), row + 1, dtype=np.float32)})
+                writer.write(row, {"depth": np.full((64, 160), row + 1, dtype=np.float32)})
 
 
 @pytest.fixture
@@ -120,16 +120,16 @@ def test_a_full_check_serves_a_quick_one_but_not_the_reverse(folder: LabelFolder
     folder.status("lidar", second, "quick")
     folder.status("lidar", second, "full")
     assert folder.status_checks == 3
-    with pytest.raises(ValueError, match="verify must be one of full, quick, got 'fast'"):
+    with pytest.raises(ValueError, match="verify must be one of quick, once, full, got 'fast'"):
         folder.status("lidar", first, "fast")
 
 
 def test_missing_shards_are_cached_until_the_file_appears(folder: LabelFolder) -> None:
-    shard = folder.plan.shards[0]
-    assert folder.status("sgbm", shard).state == "missing"
-    assert folder.status("sgbm", shard).state == "missing" and folder.status_checks == 1
-    write_shard(folder, folder.plan, "sgbm", shard)
-    assert folder.status("sgbm", shard).complete and folder.status_checks == 2
+    shard = folder.plan.shards[0]  # "teacher": a stage of no documented schema, as SPECS is none
+    assert folder.status("teacher", shard).state == "missing"
+    assert folder.status("teacher", shard).state == "missing" and folder.status_checks == 1
+    write_shard(folder, folder.plan, "teacher", shard)
+    assert folder.status("teacher", shard).complete and folder.status_checks == 2
 
 
 def test_refresh_drops_one_stage_or_everything(folder: LabelFolder) -> None:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import h5py
 import numpy as np
@@ -11,7 +14,8 @@ import pytest
 from labelgen.kitti import find_frames, read_calibration, read_image, read_velodyne
 from labelgen.lidar import project_lidar
 from labelgen.plan import load_plan, plan_shards, write_plan
-from labelgen.run import format_reports, run_stages
+from labelgen.report import format_reports
+from labelgen.run import run_stages
 from labelgen.shards import LabelReader, check_shard, shard_path
 from labelgen.teachers.sgbm import SgbmConfig, sgbm_disparity
 from labelgen.teachers.stereo import disparity_to_depth
@@ -198,3 +202,38 @@ def test_a_stage_model_is_loaded_once_per_worker_process(planned, monkeypatch):
     results = [run.process_shard(str(labels), "counting", i, {}) for i in range(3)]
     assert loads == ["cpu"] and [r["frames"] for r in results] == [4, 1, 3]
     run._cached_model.cache_clear()
+
+
+def test_a_noop_rerun_keeps_the_record_and_appends_its_own(kitti_tree, tmp_path):
+    write_plan(plan_shards(kitti_tree, shard_size=4), tmp_path)
+    (first,) = run_stages(tmp_path, ["lidar"], workers=1, progress=False)
+    (again,) = run_stages(tmp_path, ["lidar"], workers=1, progress=False)
+    assert first.frames_processed == 11 and again.frames_processed == 0 and again.workers == 0
+    saved = json.loads((tmp_path / "lidar" / "report.json").read_text())
+    assert [h["frames_processed"] for h in saved["history"]] == [11, 0]
+    assert saved["history"][0]["frames_per_second"] == pytest.approx(first.frames_per_second)
+    assert saved["history"][0]["finished"] == first.finished
+
+
+def test_batch_size_is_capped_at_the_shard_size_and_workers_at_the_work(kitti_tree, tmp_path, capfd):
+    write_plan(plan_shards(kitti_tree, shard_size=64), tmp_path)  # 3 shards (one a drive)
+    (report,) = run_stages(tmp_path, ["lidar"], workers=16, batch_size=10**9, progress=True)
+    assert report.frames_done == 11 and report.workers == min(3, os.cpu_count() or 1)
+    assert "using" in capfd.readouterr().err  # the cap is said, not silent
+
+
+def test_the_driver_of_a_stage_without_a_model_never_imports_torch(kitti_tree, tmp_path):
+    """``labelgen run --stages images,lidar`` and its no-op rerun: no torch in the driver (the
+    teachers are imported in the workers that run them)."""
+    write_plan(plan_shards(kitti_tree, shard_size=4), tmp_path)
+    code = (
+        "import sys\nfrom click.testing import CliRunner\nimport cli\n"
+        f"for _ in range(2):\n"
+        f"    r = CliRunner().invoke(cli.main, ['labelgen', 'run', {str(tmp_path)!r}, '--stages', "
+        "'images,lidar', '--workers', '1', '--no-progress'])\n"
+        "    assert r.exit_code == 0, r.output\n"
+        "print(sorted(m for m in ('torch', 'torchvision') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "[]"

@@ -7,7 +7,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     reports = [r for group in terminalreporter.stats.values() for r in group if hasattr(r, "nodeid")]
     if not any(r.nodeid.startswith("tests/reliability/test_catalogue") for r in reports):
         return
-    from tests.reliability.cases import CASES, FAMILIES
+    from tests.reliability.catalogue import CASES, FAMILIES
 
     counts = ", ".join(f"{family} {sum(c.family == family for c in CASES)}" for family in FAMILIES)
     terminalreporter.write_sep(

@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 import cli
-from tests.reliability.cases import CASES, FAMILIES, Case
+from tests.reliability.catalogue import CASES, FAMILIES, Case
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -250,8 +250,8 @@ def test_a_read_only_folder_gives_one_line_in_every_writing_command(small, read_
     ), result.output
 
 
-def fill(disk: Path) -> Path:
-    """Fill the file system to the last byte; returns the filler to delete."""
+def fill(disk: Path, leave: int = 0) -> Path:
+    """Fill the file system to the last byte (but ``leave`` bytes); returns the filler to delete."""
     filler = disk / "filler"
     fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
     try:
@@ -261,6 +261,8 @@ def fill(disk: Path) -> Path:
                     os.write(fd, b"\0" * size)
             except OSError:
                 pass
+        if leave:
+            os.ftruncate(fd, max(0, os.fstat(fd).st_size - leave))
     finally:
         os.close(fd)
     return filler
@@ -287,14 +289,19 @@ def test_a_full_disk_gives_one_line_and_recovers_when_space_is_freed(small, smal
     assert (
         invoke("labelgen", "plan", "--kitti-root", tree, "--out", labels, "--shard-size", "2").exit_code == 0
     )
-    filler = fill(small_disk)
-    result = invoke(
-        "labelgen", "run", labels, "--stages", ",".join(STAGES), "--workers", "1", "--no-progress"
-    )
-    assert result.exit_code in (1, 4) and "No space left on device" in result.output, result.output
-    assert "Traceback" not in result.output
+    filler = fill(small_disk, leave=48 * 1024)  # room for the lock, not for the shards
+    run = subprocess.run(  # a real process: what the dask workers print reaches the terminal too
+        [BIN / "edgedepth", "labelgen", "run", labels, "--stages", ",".join(STAGES), "--workers", "2",
+         "--no-progress"], capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    output = (run.stdout + run.stderr).strip().splitlines()
+    assert run.returncode == 4 and len(output) == 1 and output[0].startswith("Error: "), output
+    line = output[0]  # one line, whatever the number of shards and stages; no retry, no traceback
+    assert "No space left on device on the file system at " + str(small_disk) in line, line
+    assert "free" in line and "rerun" in line and str(labels) in line
     assert_nothing_partial(labels)  # no shard half-written, none readable but wrong
 
+    filler = fill(small_disk)  # to the last byte again
     line = one_error_line(invoke("calib", "fit", expected, "--teacher", "sgbm", "--holdout", "0", "--min-count", "1",
                                  "--out", small_disk / "lut.json", "--no-progress"))  # fmt: skip
     assert "No space left on device" in line and not (small_disk / "lut.json").exists()
