@@ -14,7 +14,6 @@ import json
 import logging
 import tempfile
 import warnings
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -165,7 +164,9 @@ def export_onnx(
         say(f"exporting {base.name}")
         fp32 = _export(wrapper, base, target, size, dtype, with_seg)
         entry = _describe(manifest, base, fp32, variant, target, "fp32", config, size, dtype)
-        entry["parity"] = _checked(_fp32_parity, base, wrapper, real, size, dtype, target, checkpoint)
+        entry["parity"] = checks.checked(
+            checks.fp32_parity, base, wrapper, real, size, dtype, target, checkpoint
+        )
         manifest.files.append(entry)
         ref = [checks.run(checks.session(base), x)[0] for x in real]
         copies = [p for p in ("fp16", "int8") if p in precisions and not (p == "fp16" and target == "trt8")]
@@ -187,7 +188,7 @@ def export_onnx(
                 entry = _describe(
                     manifest, path, copy, variant, target, precision, config, size, dtype, runtime
                 )
-                entry["parity"] = _checked(_copy_parity, path, precision, real, ref)
+                entry["parity"] = checks.checked(checks.copy_parity, path, precision, real, ref)
                 if precision == "int8":
                     entry["calibration"] = {
                         "labels": str(calib_labels),
@@ -307,71 +308,6 @@ def _quiet_quantizer():
         yield
     finally:
         root.setLevel(level)
-
-
-def _checked(parity: Callable[..., dict], path: Path, *args: object) -> dict:
-    """``parity(path, *args)``; a file that fails it is removed with its commands file (never left
-    as good)."""
-    try:
-        return parity(path, *args)
-    except ValueError:
-        path.unlink(missing_ok=True)
-        path.with_name(path.stem + ".commands.txt").unlink(missing_ok=True)
-        raise
-
-
-def _fp32_parity(
-    path: Path, wrapper: ExportModel, real, size, dtype: str, target: str, checkpoint: str | Path = ""
-) -> dict:
-    """ORT CPU vs PyTorch on 2 random images and the real frames; raises past the FP32 bounds."""
-    rng = np.random.default_rng(0)
-    height, width = size
-    shape = (2, 3, height, width) if target == "trt10" else (1, 3, height, width)
-    randoms = [rng.integers(0, 256, shape).astype(dtype) for _ in range(1 if target == "trt10" else 2)]
-    sess = checks.session(path)
-    rel, agree = 0.0, []
-    for image in randoms + real:
-        got = checks.run(sess, image)
-        with torch.no_grad():
-            want = [t.numpy() for t in wrapper(torch.from_numpy(image))]
-        for name, output in (("ONNX Runtime", got[0]), ("PyTorch", want[0])):
-            if not np.isfinite(output).all():
-                raise ValueError(
-                    f"{checkpoint or path.name}: {name} outputs NaN or infinite depth in {path.name}; "
-                    "the checkpoint is damaged or its training diverged (file removed)"
-                )
-        rel = max(rel, checks.max_rel_err(got[0], want[0]))
-        if len(want) > 1:
-            agree.append(float(np.mean(got[1] == want[1])))
-    figures = {"images": len(randoms) * shape[0] + len(real), "max_rel_err": rel}
-    if not rel < checks.FP32_MAX_REL_ERR:
-        raise ValueError(
-            f"{path.name}: FP32 max relative error {rel:.3g} vs PyTorch >= {checks.FP32_MAX_REL_ERR}"
-        )
-    if agree:
-        figures["class_agreement"] = min(agree)
-        if min(agree) < checks.CLASS_AGREEMENT_MIN:
-            raise ValueError(
-                f"{path.name}: class agreement {min(agree):.4f} vs PyTorch < {checks.CLASS_AGREEMENT_MIN}"
-            )
-    return figures
-
-
-def _copy_parity(path: Path, precision: str, real, ref) -> dict:
-    """FP16 / INT8 depth vs the FP32 file's depth on the real frames; raises past the bounds."""
-    sess = checks.session(path)
-    got = np.concatenate([checks.run(sess, x)[0].ravel() for x in real])
-    figures = checks.depth_figures(got, np.concatenate([r.ravel() for r in ref]))
-    figures["images"] = len(real)
-    bounds = {
-        "fp16": (checks.FP16_ABS_REL_MAX, checks.FP16_RMSE_MAX),
-        "int8": (checks.INT8_ABS_REL_MAX, checks.INT8_RMSE_MAX),
-    }[precision]
-    figures["bounds"] = {"abs_rel": bounds[0], "rmse": bounds[1]}
-    for key, bound in zip(("abs_rel", "rmse"), bounds, strict=True):
-        if not figures[key] <= bound:
-            raise ValueError(f"{path.name}: {precision} {key} {figures[key]:.4g} vs FP32 exceeds {bound}")
-    return figures
 
 
 def _describe(

@@ -10,12 +10,14 @@ depth on real frames. Every bound below fails the export when crossed (docs/expo
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import onnx
 import onnx.numpy_helper
 import onnxruntime as ort
+import torch
 
 from student.metrics import compute_errors
 
@@ -123,6 +125,69 @@ def depth_figures(test: np.ndarray, ref: np.ndarray) -> dict[str, float]:
     return {"abs_rel": errors["abs_rel"], "rmse": errors["rmse"]}
 
 
+def checked(parity: Callable[..., dict], path: Path, *args: object) -> dict:
+    """``parity(path, *args)``; a file that fails it is removed with its commands file (never left
+    as good)."""
+    try:
+        return parity(path, *args)
+    except ValueError:
+        path.unlink(missing_ok=True)
+        path.with_name(path.stem + ".commands.txt").unlink(missing_ok=True)
+        raise
+
+
+def fp32_parity(
+    path: Path, wrapper: torch.nn.Module, real, size, dtype: str, target: str, checkpoint: str | Path = ""
+) -> dict:
+    """ORT CPU vs PyTorch on 2 random images and the real frames; raises past the FP32 bounds."""
+    rng = np.random.default_rng(0)
+    height, width = size
+    shape = (2, 3, height, width) if target == "trt10" else (1, 3, height, width)
+    randoms = [rng.integers(0, 256, shape).astype(dtype) for _ in range(1 if target == "trt10" else 2)]
+    sess = session(path)
+    rel, agree = 0.0, []
+    for image in randoms + real:
+        got = run(sess, image)
+        with torch.no_grad():
+            want = [t.numpy() for t in wrapper(torch.from_numpy(image))]
+        for name, output in (("ONNX Runtime", got[0]), ("PyTorch", want[0])):
+            if not np.isfinite(output).all():
+                raise ValueError(
+                    f"{checkpoint or path.name}: {name} outputs NaN or infinite depth in {path.name}; "
+                    "the checkpoint is damaged or its training diverged (file removed)"
+                )
+        rel = max(rel, max_rel_err(got[0], want[0]))
+        if len(want) > 1:
+            agree.append(float(np.mean(got[1] == want[1])))
+    figures = {"images": len(randoms) * shape[0] + len(real), "max_rel_err": rel}
+    if not rel < FP32_MAX_REL_ERR:
+        raise ValueError(f"{path.name}: FP32 max relative error {rel:.3g} vs PyTorch >= {FP32_MAX_REL_ERR}")
+    if agree:
+        figures["class_agreement"] = min(agree)
+        if min(agree) < CLASS_AGREEMENT_MIN:
+            raise ValueError(
+                f"{path.name}: class agreement {min(agree):.4f} vs PyTorch < {CLASS_AGREEMENT_MIN}"
+            )
+    return figures
+
+
+def copy_parity(path: Path, precision: str, real, ref) -> dict:
+    """FP16 / INT8 depth vs the FP32 file's depth on the real frames; raises past the bounds."""
+    sess = session(path)
+    got = np.concatenate([run(sess, x)[0].ravel() for x in real])
+    figures = depth_figures(got, np.concatenate([r.ravel() for r in ref]))
+    figures["images"] = len(real)
+    bounds = {
+        "fp16": (FP16_ABS_REL_MAX, FP16_RMSE_MAX),
+        "int8": (INT8_ABS_REL_MAX, INT8_RMSE_MAX),
+    }[precision]
+    figures["bounds"] = {"abs_rel": bounds[0], "rmse": bounds[1]}
+    for key, bound in zip(("abs_rel", "rmse"), bounds, strict=True):
+        if not figures[key] <= bound:
+            raise ValueError(f"{path.name}: {precision} {key} {figures[key]:.4g} vs FP32 exceeds {bound}")
+    return figures
+
+
 __all__ = [
     "ALLOWED_OPS",
     "CLASS_AGREEMENT_MIN",
@@ -135,7 +200,10 @@ __all__ = [
     "TARGET_OPSET",
     "check_structure",
     "check_tensorrt_qdq",
+    "checked",
+    "copy_parity",
     "depth_figures",
+    "fp32_parity",
     "max_rel_err",
     "run",
     "session",
