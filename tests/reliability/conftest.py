@@ -1,6 +1,14 @@
-"""Print the bad-input catalogue (count per family) at the end of a run that used it."""
+"""Fixtures of the fault tests (a small and a read-only tmpfs) and the catalogue's count, printed at
+the end of a run that used it."""
 
 from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
@@ -13,3 +21,42 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     terminalreporter.write_sep(
         "-", f"bad-input catalogue: {len(CASES)} cases ({counts}); docs/reliability.md"
     )
+
+
+def mounted_tmpfs(mount: Path, options: str) -> Path:
+    """Mount a tmpfs at ``mount`` (needs root, as in CI: fails there, skips elsewhere, with the reason)."""
+    mount.mkdir()
+    if os.geteuid() != 0 or not shutil.which("mount"):
+        if os.environ.get("CI"):
+            pytest.fail("this test needs root to mount a tmpfs (CI runs as root)")
+        pytest.skip("this test needs root to mount a tmpfs; CI runs it")
+    result = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(mount)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode:
+        message = f"cannot mount a tmpfs: {result.stderr.strip()}"
+        pytest.fail(message) if os.environ.get("CI") else pytest.skip(message)
+    return mount
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 4 MiB tmpfs mounted for the test; unmounted at the end."""
+    mount = mounted_tmpfs(tmp_path / "disk", "size=4m")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+@pytest.fixture
+def read_only_disk(tmp_path):
+    """A read-only tmpfs (root ignores permission bits, so chmod cannot make a folder read-only)."""
+    mount = mounted_tmpfs(tmp_path / "ro", "size=1m,ro")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)

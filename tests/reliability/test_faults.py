@@ -183,45 +183,6 @@ def test_kills_at_random_moments_resume_to_the_uninterrupted_result(tmp_path):
 # ---- a full disk -----------------------------------------------------------------------------------
 
 
-def mounted_tmpfs(mount: Path, options: str) -> Path:
-    """Mount a tmpfs at ``mount`` (needs root, as in CI: fails there, skips elsewhere, with the reason)."""
-    mount.mkdir()
-    if os.geteuid() != 0 or not shutil.which("mount"):
-        if os.environ.get("CI"):
-            pytest.fail("this test needs root to mount a tmpfs (CI runs as root)")
-        pytest.skip("this test needs root to mount a tmpfs; CI runs it")
-    result = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(mount)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if result.returncode:
-        message = f"cannot mount a tmpfs: {result.stderr.strip()}"
-        pytest.fail(message) if os.environ.get("CI") else pytest.skip(message)
-    return mount
-
-
-@pytest.fixture
-def small_disk(tmp_path):
-    """A 4 MiB tmpfs mounted for the test; unmounted at the end."""
-    mount = mounted_tmpfs(tmp_path / "disk", "size=4m")
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
-
-
-@pytest.fixture
-def read_only_disk(tmp_path):
-    """A read-only tmpfs (root ignores permission bits, so chmod cannot make a folder read-only)."""
-    mount = mounted_tmpfs(tmp_path / "ro", "size=1m,ro")
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
-
-
 def test_a_read_only_folder_gives_one_line_in_every_writing_command(small, read_only_disk, tmp_path):
     tree, expected = small
     line = one_error_line(

@@ -20,7 +20,6 @@ from labelgen.lock import LOCK_FILE
 from student import run_folder as rf
 from tests.reliability.cases import DATE, DRIVE, tree
 from tests.reliability.cases_student import FIRST_CONV, _checkpoint, _fill
-from tests.reliability.test_faults import mounted_tmpfs
 from tests.student.labelfolder import make_label_folder
 
 BIN = Path(sys.executable).parent
@@ -42,16 +41,6 @@ def train_argv(labels: Path, run: Path, iters: int = 1, *extra: object) -> list[
     return ["student", "train", labels, "--out", run, "--teacher", "synth", "--no-seg", "--size", "64x32",
             "--epochs", "1", "--iters-per-epoch", iters, "--batch-size", "1", "--workers", "0", "--no-progress",
             *extra]  # fmt: skip
-
-
-@pytest.fixture
-def read_only_disk(tmp_path):
-    """A read-only tmpfs (root ignores permission bits, so chmod cannot make a folder read-only)."""
-    mount = mounted_tmpfs(tmp_path / "ro", "size=1m,ro")
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
 @pytest.fixture(scope="module")
