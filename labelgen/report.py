@@ -86,11 +86,14 @@ def history(path: Path) -> list[dict[str, Any]]:
 
 
 def stage_report(
-    folder: LabelFolder, plan: Plan, name: str, errors: dict[tuple[str, str], str]
+    folder: LabelFolder, plan: Plan, name: str, errors: dict[tuple[str, str], str], verify: str = "once"
 ) -> StageReport:
+    """The stage's state after a run that checked existing shards at ``verify``: what the run wrote
+    is stamped and the rest was checked at that level, so nothing is read again here."""
     report = StageReport(name, plan.plan_id, len(plan.shards), 0, len(plan.frame_ids), 0)
-    for shard in plan.shards:  # once: what this run wrote is stamped, the rest was verified above
-        status = folder.status(name, shard, "once")
+    level = "quick" if verify == "quick" else "once"
+    for shard in plan.shards:
+        status = folder.status(name, shard, level)
         if status.complete:
             report.shards_complete += 1
             report.frames_done += len(shard.frame_ids) - len(status.failures)

@@ -271,7 +271,7 @@ def _run_locked(
     where = pool.cluster.kind if pool.cluster else (pool.scheduler or "local")
     reports = []
     for name in stages:
-        report = stage_report(folder, plan, name, errors)
+        report = stage_report(folder, plan, name, errors, verify)
         report.frames_processed, report.seconds, report.wall_seconds = (
             processed[name],
             task_seconds[name],

@@ -103,3 +103,14 @@ def test_the_signature_changes_with_any_write(tmp_path: Path) -> None:
     first = file_signature(path)
     path.write_bytes(b"abd")
     assert file_signature(path) != first and file_signature(tmp_path / "none") is None
+
+
+def test_a_forced_full_rerun_reads_each_file_once_and_a_quick_one_reads_none_in_full(labelled: Path) -> None:
+    folder = LabelFolder(labelled)
+    (report,) = run_stages(folder, ["lidar"], workers=1, verify="full", progress=False)
+    assert report.shards_complete == 3 and report.frames_processed == 0
+    assert folder.status_checks == 3  # one full read a shard, none again for the report
+    (labelled / "lidar" / STAMP_FILE).unlink()
+    quick = LabelFolder(labelled)
+    run_stages(quick, ["lidar"], workers=1, verify="quick", progress=False)
+    assert not (labelled / "lidar" / STAMP_FILE).exists()  # nothing was read in full, nothing stamped
