@@ -39,6 +39,7 @@ def write_corrected(
     plan, info = check_stages(folder, teacher, lidar=False, workers=pool, progress=progress)
     _check_lut_matches(lut, teacher, info, lut_path)
     stage = f"{teacher}{CORRECTED_SUFFIX}"
+    folder.verify([stage], "once", pool, progress)  # corrected shards of an earlier apply, read once
     written = failed = 0
     todo = []
     for shard in plan.shards:

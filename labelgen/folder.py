@@ -176,7 +176,7 @@ class LabelFolder:
             status = check_shard(path, plan_id, shard.frame_ids, verify=level, image_size=shard.image_size)
             if level == "full":
                 self._stamp(stage, shard, status, signature if _signature(path) == signature else None)
-                self._book(stage).save()
+                self._book(stage).save(at_most_every=1.0)  # a loop of these: not a rewrite per shard
         self._checked[(stage, shard.name)] = _Checked(signature, level, plan_id, shard, status)
         return status
 

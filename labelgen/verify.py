@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -94,6 +95,7 @@ class StampBook:
         self.path = stage_dir / STAMP_FILE
         self._stamps: dict[str, Stamp] | None = None
         self._dirty: dict[str, Stamp | None] = {}
+        self._saved = -float("inf")
 
     def _load(self) -> dict[str, Stamp]:
         try:
@@ -131,11 +133,15 @@ class StampBook:
             self.stamps[shard_name] = stamp
         self._dirty[shard_name] = stamp
 
-    def save(self) -> None:
+    def save(self, at_most_every: float = 0.0) -> None:
         """Merge the changes into the file as it is now (another process may have added stamps);
-        a folder that cannot be written (read-only) keeps no stamps, silently."""
+        a folder that cannot be written (read-only) keeps no stamps, silently. With
+        ``at_most_every``, only if the last save is that many seconds ago (later saves catch up)."""
         if not self._dirty or not self.path.parent.is_dir():
             return
+        if time.monotonic() - self._saved < at_most_every:
+            return
+        self._saved = time.monotonic()
         merged = self._load()
         for name, stamp in self._dirty.items():
             if stamp is None:
