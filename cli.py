@@ -10,6 +10,7 @@ read-only folder, a path under a file).
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -84,7 +85,7 @@ def _cluster_options(func: Callable[..., Any]) -> Callable[..., Any]:
             "--job-timeout",
             default=600.0,
             show_default=True,
-            type=click.FloatRange(min=1),
+            type=FiniteFloatRange(min=1),
             help="--cluster: seconds to wait for a first job to start.",
         ),
         click.option("--dry-run", is_flag=True, help="--cluster: print the job script and submit nothing."),
@@ -112,9 +113,21 @@ def _cluster_spec(cluster, jobs, job_option, job_timeout, dry_run, device="cpu")
 
 POSITIVE = click.IntRange(min=1)
 NON_NEGATIVE = click.IntRange(min=0)
-METRES = click.FloatRange(min=0)
-POSITIVE_METRES = click.FloatRange(min=0, min_open=True)
-SHARE = click.FloatRange(0, 1, max_open=True)
+
+
+class FiniteFloatRange(click.FloatRange):
+    """``click.FloatRange`` that also refuses NaN and infinity (NaN passes every range comparison)."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number.", param, ctx)
+        return number
+
+
+METRES = FiniteFloatRange(min=0)
+POSITIVE_METRES = FiniteFloatRange(min=0, min_open=True)
+SHARE = FiniteFloatRange(0, 1, max_open=True)
 
 
 def _parse_size(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> tuple:
@@ -273,7 +286,7 @@ def labelgen_plan(
 )
 @click.option(
     "--lr-check",
-    type=click.FloatRange(min=0),
+    type=FiniteFloatRange(min=0),
     default=None,
     help="Left-right consistency threshold in px for sgbm (default 1) and psmnet (default off); 0 disables.",
 )
@@ -557,7 +570,7 @@ def calib() -> None:
     "--bin-width",
     default=1.0,
     show_default=True,
-    type=click.FloatRange(min=0.001),
+    type=FiniteFloatRange(min=0.001),
     help="Bin width in metres of teacher depth.",
 )
 @click.option(
@@ -718,7 +731,7 @@ def _one_size(ctx: click.Context, param: click.Parameter, value: str | None) -> 
     "--lr-decay",
     default=0.9,
     show_default=True,
-    type=click.FloatRange(0, 1, min_open=True),
+    type=FiniteFloatRange(0, 1, min_open=True),
     help="Learning rate factor after every epoch.",
 )
 @click.option("--size", default="1056x320", show_default=True, callback=_one_size, metavar="WxH")
@@ -763,7 +776,7 @@ def _one_size(ctx: click.Context, param: click.Parameter, value: str | None) -> 
     "--crop-zoom",
     default=1.0,
     show_default=True,
-    type=click.FloatRange(min=1),
+    type=FiniteFloatRange(min=1),
     help="Augmentation: random crops of 1/z of each side (depth labels / z), z up to this (1 = none).",
 )
 @click.option(
@@ -918,12 +931,12 @@ def student_eval(checkpoint, data_root, device, out_json, **options) -> None:
 @click.option("--iters-per-epoch", default=75, show_default=True, type=POSITIVE)
 @click.option("--batch-size", default=8, show_default=True, type=POSITIVE)
 @click.option("--lr", default=1e-3, show_default=True, type=POSITIVE_METRES)
-@click.option("--lr-decay", default=0.7, show_default=True, type=click.FloatRange(0, 1, min_open=True))
+@click.option("--lr-decay", default=0.7, show_default=True, type=FiniteFloatRange(0, 1, min_open=True))
 @click.option(
     "--crop-zoom",
     default=1.0,
     show_default=True,
-    type=click.FloatRange(min=1),
+    type=FiniteFloatRange(min=1),
     help="Random crops, depth labels / zoom (1 = off; 1.5 hurt metric depth on the Middlebury validation scenes).",
 )
 @click.option("--fps-size", default="480x320", show_default=True, callback=_one_size, metavar="WxH")
