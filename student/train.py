@@ -348,6 +348,13 @@ def _train_epoch(state, ddp, loss_fn, loader, config, info, device, writer, prog
         if writer is not None:
             writer.add_scalar("train_step/total", values["total"], state.step)
     bar.close()
+    if seen and not any(v for k, v in sums.items() if k.startswith("depth/")):
+        table = f" after the table {config.lut}" if config.lut else ""
+        raise ValueError(
+            f"{config.labels_dir}: epoch {state.epoch + 1} saw no valid depth label in any training frame "
+            f"(teacher {config.teacher}{table}): every label is 0, non-finite or outside the training depth "
+            "range; check --teacher, --lut and --min-depth/--max-depth"
+        )
     seconds = time.perf_counter() - started
     row = {
         "epoch": state.epoch + 1,

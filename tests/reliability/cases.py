@@ -485,6 +485,15 @@ def _train_on_damaged(tmp: Path) -> Setup:
     return Setup(argv, str(damaged))
 
 
+def _train_on_no_valid_label(tmp: Path) -> Setup:
+    """Every sgbm label (a few metres) lies outside the depth range asked for: nothing to learn from."""
+    _, labels = labelled(tmp, ("images", "sgbm"))
+    argv = ["student", "train", str(labels), "--teacher", "sgbm", "--out", str(tmp / "run"), "--workers", "0",
+            "--epochs", "1", "--iters-per-epoch", "2", "--batch-size", "2", "--size", "160x64", "--no-seg",
+            "--min-depth", "500", "--max-depth", "600", "--no-progress"]  # fmt: skip
+    return Setup(argv, str(labels), nothing_at("run/last.pt"))
+
+
 def _train_on_truncated(tmp: Path) -> Setup:
     _, labels = labelled(tmp, ("images", "sgbm"))
     path = shard_path(labels, "sgbm", "shard-00000")
@@ -521,6 +530,8 @@ STUDENT_CASES = [
          "dataset image row 2 is damaged", _train_on_damaged),
     Case("student", "train-truncated-shard", "student train on a depth shard cut short", 2, "cannot open the shard",
          _train_on_truncated),
+    Case("student", "train-no-valid-label", "student train whose every label lies outside the depth range", 2,
+         "saw no valid depth label", _train_on_no_valid_label),
     Case("student", "train-no-teacher", "student train on a folder without the teacher stage", 2, "psmnet",
          lambda tmp: Setup(["student", "train", str(labelled(tmp, ("images", "lidar"))[1]), "--out", str(tmp / "run"),
                             "--no-progress"], str(tmp / "labels"), nothing_at("run"))),
