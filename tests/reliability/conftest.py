@@ -6,6 +6,8 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -42,21 +44,25 @@ def mounted_tmpfs(mount: Path, options: str) -> Path:
     return mount
 
 
-@pytest.fixture
-def small_disk(tmp_path):
-    """A 4 MiB tmpfs mounted for the test; unmounted at the end."""
-    mount = mounted_tmpfs(tmp_path / "disk", "size=4m")
+@contextmanager
+def tmpfs(mount: Path, options: str) -> Iterator[Path]:
+    """A tmpfs at ``mount`` for the block (``mounted_tmpfs``), unmounted at its end."""
+    mounted_tmpfs(mount, options)
     try:
         yield mount
     finally:
         subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 4 MiB tmpfs mounted for the test; unmounted at the end."""
+    with tmpfs(tmp_path / "disk", "size=4m") as mount:
+        yield mount
 
 
 @pytest.fixture
 def read_only_disk(tmp_path):
     """A read-only tmpfs (root ignores permission bits, so chmod cannot make a folder read-only)."""
-    mount = mounted_tmpfs(tmp_path / "ro", "size=1m,ro")
-    try:
+    with tmpfs(tmp_path / "ro", "size=1m,ro") as mount:
         yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
