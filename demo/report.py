@@ -84,8 +84,6 @@ def to_html(result: DemoResult) -> str:
             )
         if grid:
             out.append("</div>")
-    out.append(f"<p><small>Label folder: plan.json parsed {result.counts.get('plan_reads', 0)} time(s), "
-               f"shard status checked {result.counts.get('status_checks', 0)} time(s) in this process.</small></p>")  # fmt: skip
     out.append("</body></html>")
     return "\n".join(out) + "\n"
 

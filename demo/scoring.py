@@ -212,7 +212,7 @@ def _gt_panel(found: tuple[np.ndarray, str] | None) -> list[tuple[str, np.ndarra
 
 
 def _first_depths(labels: LabelFolder, stages: list[str]) -> dict[str, np.ndarray]:
-    from labelgen.shards import LabelReader
+    from labelgen.reader import LabelReader
 
     reader = LabelReader(labels, stages)
     try:

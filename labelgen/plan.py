@@ -14,11 +14,11 @@ import dataclasses
 import functools
 import hashlib
 import json
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import groupby
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import cv2
 
@@ -27,11 +27,7 @@ from labelgen.fields import MAX_IMAGE_SIDE
 from labelgen.layout import AnyCalibration, AnyFrame, detect_layout, get_layout
 from labelgen.plan_check import check_plan_data
 
-if TYPE_CHECKING:
-    from labelgen.folder import LabelFolder
-
 PLAN_VERSION = 2
-PLAN_VERSIONS = (1, 2)  # version 1: KITTI only, the root under "kitti_root"
 PLAN_FILE = "plan.json"
 
 
@@ -137,7 +133,10 @@ class Plan:
             raise ValueError(f"{source}: malformed plan ({type(err).__name__}: {reason})") from None
         if not isinstance(data, dict):
             raise ValueError(f"{source}: not a plan (a JSON {type(data).__name__}, expected an object)")
-        return check_plan_data(data, source)
+        checked = check_plan_data(data, source)
+        shards = tuple(ShardPlan(*shard, checked.layout) for shard in checked.shards)
+        return cls(checked.data_root, checked.shard_size, checked.selection, checked.calibrations,
+                   checked.calibration_errors, shards, checked.layout, checked.schema_version)  # fmt: skip
 
 
 def plan_shards(
@@ -192,14 +191,11 @@ def _image_size(root: Path, frame: AnyFrame) -> tuple[int, int]:
     return int(image.shape[0]), int(image.shape[1])
 
 
-def write_plan(plan: Plan, labels_dir: LabelFolder | str | Path, overwrite: bool = False) -> Path:
+def write_plan(plan: Plan, labels_dir: str | os.PathLike[str], overwrite: bool = False) -> Path:
     """Write ``LABELS/plan.json``; an existing different plan is kept unless ``overwrite``.
     A version-1 file holding this same KITTI plan is left as it is (so are its shards).
-    A ``LabelFolder`` given forgets what it cached, so it reads the new plan next."""
-    from labelgen.folder import LabelFolder
-
-    folder = LabelFolder.of(labels_dir)
-    path = folder.given / PLAN_FILE
+    ``labels_dir`` may be a ``LabelFolder``: it sees the new file by its stat and reads it next."""
+    path = Path(os.fspath(labels_dir)) / PLAN_FILE
     text = plan.to_json()
     if path.exists() and plan.layout == "kitti" and plan.schema_version != 1:
         as_v1 = dataclasses.replace(plan, schema_version=1).to_json()
@@ -210,10 +206,7 @@ def write_plan(plan: Plan, labels_dir: LabelFolder | str | Path, overwrite: bool
             f"{path}: a different plan exists; pass --overwrite to replace it (its shards go stale)"
         )
     path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        write_text_atomic(path, text)
-    finally:
-        folder.refresh()
+    write_text_atomic(path, text)
     return path
 
 

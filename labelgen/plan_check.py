@@ -10,13 +10,13 @@ path of every frame inside ``data_root`` without a file-system call: about 1.5 m
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, NoReturn
+from dataclasses import dataclass
+from typing import NoReturn
 
 from labelgen.fields import clip, image_size_field
 from labelgen.layout import LAYOUTS, AnyCalibration, Layout, get_layout
 
-if TYPE_CHECKING:
-    from labelgen.plan import Plan, ShardPlan
+PLAN_VERSIONS = (1, 2)  # version 1: KITTI only, the root under "kitti_root"
 
 
 class PlanError(ValueError):
@@ -60,8 +60,24 @@ class _Fields:
         return value
 
 
-def check_plan_data(data: dict, source: str) -> Plan:
-    """The ``Plan`` a decoded ``plan.json`` object describes, once every field is checked:
+@dataclass(frozen=True)
+class CheckedPlan:
+    """The fields of a checked ``plan.json`` (``labelgen.plan.Plan`` is built from them; this module
+    does not import it, so the two stand in one direction). ``shards`` holds each shard's
+    (index, date, drive, (height, width), frame ids)."""
+
+    data_root: str
+    shard_size: int
+    selection: dict[str, object]
+    calibrations: dict[str, AnyCalibration]
+    calibration_errors: dict[str, str]
+    shards: tuple[tuple[int, str, str, tuple[int, int], tuple[str, ...]], ...]
+    layout: str
+    schema_version: int
+
+
+def check_plan_data(data: dict, source: str) -> CheckedPlan:
+    """The fields a decoded ``plan.json`` object describes, once every field is checked:
 
     - ``schema_version`` 1 or 2; ``layout`` known; ``data_root`` (``kitti_root``) an absolute path;
     - ``shard_size`` a positive integer; ``selection`` an object; every calibration of the layout's
@@ -71,8 +87,6 @@ def check_plan_data(data: dict, source: str) -> Plan:
       calibration's); 1..``shard_size`` frames, each a frame id of the layout, of the shard's drive,
       and listed once in the whole plan.
     """
-    from labelgen.plan import PLAN_VERSIONS, Plan
-
     fields = _Fields(source)
     version = data.get("schema_version")
     if isinstance(version, bool) or version not in PLAN_VERSIONS:
@@ -96,10 +110,11 @@ def check_plan_data(data: dict, source: str) -> Plan:
     for date, reason in errors.items():
         fields.text(reason, f"calibration_errors[{date}]")
     shards = _shards(fields, layout, data, shard_size, calibrations, errors)
-    plan = Plan(data_root, shard_size, selection, calibrations, dict(errors), shards, layout_name, version)
     for date, calib in calibrations.items():
         layout.check_calibration(calib, f"{source} ({date})")  # finite and plausible
-    return plan
+    return CheckedPlan(
+        data_root, shard_size, selection, calibrations, dict(errors), shards, layout_name, version
+    )
 
 
 def _selection(fields: _Fields, value: object) -> dict[str, object]:
@@ -135,9 +150,7 @@ def _shards(
     shard_size: int,
     calibrations: dict[str, AnyCalibration],
     errors: dict,
-) -> tuple[ShardPlan, ...]:
-    from labelgen.plan import ShardPlan
-
+) -> tuple[tuple[int, str, str, tuple[int, int], tuple[str, ...]], ...]:
     entries = fields.array(fields.get(data, "shards"), "shards")
     if not entries:
         fields.fail("shards", "empty (a plan holds at least one frame)")
@@ -180,5 +193,5 @@ def _shards(
                 first = "shards[{}].frames[{}]".format(*seen[frame_id])
                 fields.fail(f"{where}.frames[{j}]", f"{clip(frame_id)} is listed twice (first as {first})")
             seen[frame_id] = (i, j)
-        shards.append(ShardPlan(index, date, drive, size, tuple(frames), layout.name))
+        shards.append((index, date, drive, size, tuple(frames)))
     return tuple(shards)

@@ -205,7 +205,7 @@ PIXELS_PER_FRAME = 200_000  # the median reads at most this many label pixels pe
 def label_median(folder: LabelFolder, stage: str, frame_ids: Sequence[str]) -> float:
     """Median of the ``stage`` depth labels of ``frame_ids`` within the label range (metres): every
     valid pixel, or a fixed random draw of ``PIXELS_PER_FRAME`` of them in larger frames."""
-    from labelgen.shards import LabelReader
+    from labelgen.reader import LabelReader
 
     lo, hi = label_range(folder)
     reader = LabelReader(folder, [stage])

@@ -14,7 +14,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from labelgen.shards import LabelReader
+from labelgen.reader import LabelReader
 
 
 @dataclass(frozen=True)

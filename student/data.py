@@ -2,7 +2,7 @@
 
 Reads the shards of the ``images`` stage, one depth stage (``psmnet``, ``sgbm``, ``lidar`` for the
 sparse-LiDAR baseline, or a ``<teacher>_corrected`` set written by ``calib apply``) and optionally
-``seg`` through ``labelgen.shards.LabelReader`` (file handles open lazily in each DataLoader worker,
+``seg`` through ``labelgen.reader.LabelReader`` (file handles open lazily in each DataLoader worker,
 so fork and spawn both work). The teacher depth is corrected on the fly by a bias table when one
 is given, at full resolution, before resizing; a table that does not describe these labels is
 refused (:func:`check_lut`). Frames that failed in any of the stages are left out.
@@ -34,7 +34,8 @@ from calib.fit import split_drives
 from calib.lut import Lut, apply_lut, load_lut
 from labelgen.folder import LabelFolder
 from labelgen.plan import Plan
-from labelgen.shards import LabelReader, open_shard, shard_path
+from labelgen.reader import LabelReader
+from labelgen.shards import open_shard, shard_path
 from labelgen.teachers import IMAGENET_MEAN, IMAGENET_STD
 from student.model import check_input_size
 

@@ -323,7 +323,7 @@ def score_teacher(
     """
     from calib.lut import apply_lut, load_lut
     from labelgen.folder import LabelFolder
-    from labelgen.shards import LabelReader
+    from labelgen.reader import LabelReader
 
     table = load_lut(lut) if isinstance(lut, str | Path) else lut
     folder = LabelFolder.of(labels_dir)

@@ -157,7 +157,7 @@ def test_labels_train_eval_predict_on_the_real_frame(kitti_sample, tmp_path):
     )
     gt = read_annotated(gt_path / "0000000005.png")
     mask = (gt > 1e-3) & (gt <= 80) & garg_crop_mask(*gt.shape)
-    from labelgen.shards import LabelReader
+    from labelgen.reader import LabelReader
 
     teacher = LabelReader(labels, ["sgbm"])[0]["sgbm/depth"]
     constant = float(teacher[(teacher > 1) & (teacher <= 80)].mean())

@@ -15,8 +15,9 @@ from calib.fit import accumulate_shard, fit_from_labels, format_lut, split_drive
 from calib.lut import FitSettings, apply_lut, load_lut
 from calib.plot import plot_lut
 from labelgen.plan import load_plan, plan_shards, write_plan
+from labelgen.reader import LabelReader
 from labelgen.run import run_stages
-from labelgen.shards import LabelReader, check_shard, shard_path
+from labelgen.shards import check_shard, shard_path
 from tests.kitti_tree import make_kitti_tree
 
 FAST = {"sgbm": {"num_disparities": 32}}

@@ -19,8 +19,9 @@ from labelgen import shards as shards_module
 from labelgen.folder import LabelFolder
 from labelgen.inspect import inspect_labels, stage_dirs, write_previews
 from labelgen.plan import PLAN_FILE, Plan, ShardPlan, load_plan, plan_shards, write_plan
+from labelgen.reader import LabelReader
 from labelgen.run import run_stages
-from labelgen.shards import DatasetSpec, LabelReader, ShardWriter, check_shard
+from labelgen.shards import DatasetSpec, ShardWriter, check_shard
 from tests.kitti_tree import make_kitti_tree
 
 DRIVE = "2011_09_26_drive_0001_sync"

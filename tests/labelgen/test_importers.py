@@ -16,9 +16,9 @@ from labelgen.importers import import_kitti_depth, import_middlebury
 from labelgen.kitti import find_frames, read_calibration
 from labelgen.layout import lidar_depth, read_frame_list
 from labelgen.plan import plan_shards, write_plan
+from labelgen.reader import LabelReader
 from labelgen.rig import RigFrame, read_depth_png, read_lidar_points, read_rig_calibration
 from labelgen.run import run_stages
-from labelgen.shards import LabelReader
 from labelgen.stages import LidarStage
 
 FOCAL_THIRD, BASELINE = 3740.0 / 3, 0.16

@@ -12,6 +12,7 @@ import pytest
 
 from labelgen.layout import detect_layout, frame_from_id, lidar_depth, lidar_depth_maps, read_frame_list
 from labelgen.plan import load_plan, missing_inputs, plan_shards, write_plan
+from labelgen.reader import LabelReader
 from labelgen.rig import (
     RigCalibration,
     RigFrame,
@@ -21,7 +22,6 @@ from labelgen.rig import (
     read_rig_calibration,
 )
 from labelgen.run import run_stages
-from labelgen.shards import LabelReader
 from labelgen.stages import SgbmStage
 from tests.rig_tree import BASELINE, DEPTH, DOFFS, FOCAL, SHIFT, T_CAM_LIDAR, camera_points, make_rig_tree
 

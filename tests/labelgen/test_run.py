@@ -14,9 +14,10 @@ import pytest
 from labelgen.kitti import find_frames, read_calibration, read_image, read_velodyne
 from labelgen.lidar import project_lidar
 from labelgen.plan import load_plan, plan_shards, write_plan
+from labelgen.reader import LabelReader
 from labelgen.report import format_reports
 from labelgen.run import run_stages
-from labelgen.shards import LabelReader, check_shard, shard_path
+from labelgen.shards import check_shard, shard_path
 from labelgen.teachers.sgbm import SgbmConfig, sgbm_disparity
 from labelgen.teachers.stereo import disparity_to_depth
 

@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 
 from labelgen.plan import plan_shards, write_plan
+from labelgen.reader import LabelReader
 from labelgen.shards import (
     DatasetSpec,
-    LabelReader,
     ShardReadError,
     ShardWriter,
     check_shard,

@@ -13,8 +13,9 @@ import torch
 from labelgen.checkpoints import sha256_file
 from labelgen.kitti import find_frames, read_calibration, read_image
 from labelgen.plan import plan_shards, write_plan
+from labelgen.reader import LabelReader
 from labelgen.run import run_stages
-from labelgen.shards import LabelReader, shard_path
+from labelgen.shards import shard_path
 from labelgen.teachers.deeplab_vainf import build_vainf_deeplab
 from labelgen.teachers.psmnet import load_psmnet, predict_disparity
 from labelgen.teachers.psmnet_model import PSMNet

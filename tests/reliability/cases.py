@@ -20,8 +20,9 @@ import torch
 
 from labelgen.lock import LOCK_FILE
 from labelgen.plan import PLAN_FILE, load_plan, plan_shards, write_plan
+from labelgen.reader import LabelReader
 from labelgen.run import run_stages
-from labelgen.shards import LabelReader, shard_path
+from labelgen.shards import shard_path
 from tests.kitti_tree import make_kitti_tree
 
 DATE, DRIVE = "2011_09_26", "2011_09_26_drive_0001_sync"

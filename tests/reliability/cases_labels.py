@@ -17,7 +17,8 @@ import h5py
 import numpy as np
 
 from labelgen.plan import PLAN_FILE
-from labelgen.shards import LabelReader, shard_path
+from labelgen.reader import LabelReader
+from labelgen.shards import shard_path
 from tests.reliability.cases import (
     DATE,
     DRIVE,

@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from labelgen.shards import LabelReader
+from labelgen.reader import LabelReader
 from student.calibration import calibration_frames, to_export_input
 from tests.student.labelfolder import make_label_folder
 

@@ -15,8 +15,8 @@ from calib.fit import fit_from_labels
 from calib.lut import apply_lut
 from labelgen.kitti import find_frames
 from labelgen.plan import load_plan, plan_shards, write_plan
+from labelgen.reader import LabelReader
 from labelgen.run import run_stages
-from labelgen.shards import LabelReader
 from labelgen.teachers.deeplab_vainf import build_vainf_deeplab
 from student.data import (
     MEAN,
