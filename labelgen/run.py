@@ -85,6 +85,12 @@ def process_shard(
 
 
 def _freed_h5py_object(err: BaseException | None) -> bool:
+    """An error raised while h5py frees an object (its ``_objects.pyx``) after a failed write."""
+    tb = getattr(err, "__traceback__", None)
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename.endswith("_objects.pyx"):
+            return isinstance(err, RuntimeError | OSError)
+        tb = tb.tb_next
     return isinstance(err, RuntimeError | OSError) and "decrement id ref count" in str(err)
 
 

@@ -8,8 +8,11 @@ killed run never leaves a readable-but-partial shard. Full schema: docs/shards.m
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
+import re
 import socket
 import time
 import uuid
@@ -179,16 +182,34 @@ class ShardWriter:
         self.ok[index] = False
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        assert self._file is not None
         if exc_type is not None:
-            self._file.close()
-            self.tmp.unlink(missing_ok=True)
+            self._discard()
             return
         try:
             self._finish()
         except BaseException:
-            self.tmp.unlink(missing_ok=True)
+            self._discard()
             raise
+
+    def _discard(self) -> None:
+        """Close the temporary file (a file whose writes failed may fail to close too: that is not
+        news) and remove it."""
+        with contextlib.suppress(OSError, RuntimeError):
+            if self._file is not None and self._file.id.valid:
+                self._file.close()
+        self.tmp.unlink(missing_ok=True)
+
+    def _check_written(self) -> None:
+        """The temporary file, closed, holds every chunk of every frame marked ok: else an OSError
+        (nothing is renamed into place). Metadata reads only."""
+        try:
+            with h5py.File(self.tmp, "r") as f:
+                problem = stored_problem({n: f[n] for n in self.specs}, f["ok"][()])
+        except (OSError, KeyError) as err:
+            problem = error_line(err)
+        if problem:
+            raise OSError(errno.EIO, f"{os.strerror(errno.EIO)}: the shard was written incompletely ({problem})",
+                          str(self.path))  # fmt: skip
 
     def _finish(self) -> None:
         f = self._file
@@ -208,15 +229,29 @@ class ShardWriter:
         f.attrs["created"] = datetime.now(UTC).isoformat(timespec="seconds")
         f.attrs["host"] = socket.gethostname()
         f.attrs["complete"] = True  # last write: readers trust only files that have it
+        try:  # a failed write (a full disk) raises here; in close() h5py would only print it
+            f.flush()
+        except (OSError, RuntimeError) as err:
+            raise _write_error(err, self.path) from None
         f.close()
         with open(self.tmp, "rb+") as handle:
             os.fsync(handle.fileno())
+        self._check_written()
         os.replace(self.tmp, self.path)
         dir_fd = os.open(self.path.parent, os.O_RDONLY)
         try:
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
+
+
+def _write_error(err: BaseException, path: Path) -> OSError:
+    """An OSError naming the shard (not its temporary file) with the OS's reason, from h5py's error."""
+    code = err.errno if isinstance(err, OSError) and err.errno else None
+    if code is None and (match := re.search(r"errno = (\d+)", str(err))):
+        code = int(match.group(1))
+    code = code or errno.EIO
+    return OSError(code, os.strerror(code), str(path))
 
 
 @dataclass(frozen=True)

@@ -479,3 +479,26 @@ def test_the_reader_keeps_a_bounded_number_of_files_open(kitti_tree, tmp_path):
         with pytest.raises(ValueError, match="max_open must be a positive integer"):
             LabelReader(tmp_path, ["one"], max_open=bad)
     reader.close(), unbounded.close(), copy.close()
+
+
+def test_a_write_that_fails_on_flush_or_leaves_a_frame_unstored_is_never_renamed(tmp_path, monkeypatch):
+    import errno
+
+    specs = {"depth": DatasetSpec((4, 6), "float32")}
+    target = tmp_path / "one" / "shard-00000.h5"
+
+    def full_disk(self):
+        raise RuntimeError("Unable to flush file (file write failed: errno = 28, error message = 'No space')")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(h5py.File, "flush", full_disk)
+        with pytest.raises(OSError) as caught, ShardWriter(target, ["a"], specs, {}) as writer:
+            writer.write(0, {"depth": np.ones((4, 6), np.float32)})
+    assert caught.value.errno == errno.ENOSPC and caught.value.filename == str(target)
+    assert not target.exists() and not list(target.parent.glob("*.tmp-*"))
+    with pytest.raises(
+        OSError, match="written incompletely .dataset depth stores 0 frames, but 1 are marked ok"
+    ):
+        with ShardWriter(target, ["a"], specs, {}) as writer:
+            writer.ok[0] = True  # marked done, its chunk never written (as after a lost write)
+    assert not target.exists() and not list(target.parent.glob("*.tmp-*"))
