@@ -34,18 +34,15 @@ def megabytes(n: float) -> str:
     return f"{n / 2**20:,.1f} MB" if n < 2**30 else f"{n / 2**30:,.2f} GB"
 
 
-def shard_bytes(folder: LabelFolder, stage: str, shards: Sequence[ShardPlan]) -> float:
-    """Mean size of the stage's complete shard files per frame, times the frames of ``shards``
-    (None-safe: 0 when the stage has no shard on disk to measure)."""
+def bytes_per_frame(folder: LabelFolder, stage: str) -> float:
+    """Mean size per frame of the stage's shard files on disk (0 when there is none to measure)."""
     sizes, frames = 0, 0
     for shard in folder.plan.shards:
         path = folder.shard_path(stage, shard)
         if path.is_file():
             sizes += path.stat().st_size
             frames += len(shard.frame_ids)
-    if not frames:
-        return 0.0
-    return sizes / frames * sum(len(s.frame_ids) for s in shards)
+    return sizes / frames if frames else 0.0
 
 
 def out_of_space(
@@ -64,7 +61,8 @@ def out_of_space(
         reason = str(result.get("error", "")).split(": ")[-1] or os.strerror(code)
         return OSError(code, f"{reason}; {len(left)} shard(s) not written, rerun once fixed", str(target))
     where = mount_point(target)
-    need = sum(shard_bytes(folder, s, [sh]) for s, sh in left)
+    per_frame = {s: bytes_per_frame(folder, s) for s in {s for s, _ in left}}  # one pass a stage
+    need = sum(per_frame[s] * len(sh.frame_ids) for s, sh in left)
     needed = f"about {megabytes(need)} more needed for" if need else "space needed for"
     return OSError(
         code,
