@@ -9,7 +9,6 @@ the current plan is skipped, so an interrupted run resumes where it stopped.
 from __future__ import annotations
 
 import functools
-import gc
 import json
 import os
 import sys
@@ -72,39 +71,11 @@ def process_shard(
     as ``{"error": line, "os_fault": bool}`` rather than raised: dask retries only lost workers.
     """
     started = time.perf_counter()
-    hooks = sys.unraisablehook, sys.excepthook
-    sys.unraisablehook, sys.excepthook = _quiet_unraisable, _quiet_excepthook
     try:
         return _process_shard(labels_dir, stage_name, shard_index, options, device, batch_size, started)
     except Exception as err:  # deterministic: reported once, not retried
         return {"stage": stage_name, "shard_index": shard_index, "error": _reason(err),
                 "os_fault": is_os_fault(err), "errno": getattr(err, "errno", None)}  # fmt: skip
-    finally:
-        gc.collect()  # HDF5 objects of a failed write go now, while the quiet hook is in place
-        sys.unraisablehook, sys.excepthook = hooks
-
-
-def _freed_h5py_object(err: BaseException | None) -> bool:
-    """An error raised while h5py frees an object (its ``_objects.pyx``) after a failed write."""
-    tb = getattr(err, "__traceback__", None)
-    while tb is not None:
-        if tb.tb_frame.f_code.co_filename.endswith("_objects.pyx"):
-            return isinstance(err, RuntimeError | OSError)
-        tb = tb.tb_next
-    return isinstance(err, RuntimeError | OSError) and "decrement id ref count" in str(err)
-
-
-def _quiet_unraisable(unraisable: Any) -> None:
-    """h5py objects of a shard whose write failed (a full disk) raise again as they are freed
-    ("Exception ignored in ... __dealloc__" and a traceback, printed through both hooks, each
-    object): the task's own error says it once."""
-    if not _freed_h5py_object(unraisable.exc_value):
-        sys.__unraisablehook__(unraisable)
-
-
-def _quiet_excepthook(kind: type[BaseException], err: BaseException, tb: Any) -> None:
-    if not _freed_h5py_object(err):
-        sys.__excepthook__(kind, err, tb)
 
 
 def _process_shard(
@@ -222,8 +193,6 @@ def run_stages(
 
 
 def _stderr(line: str) -> None:
-    import sys
-
     print(line, file=sys.stderr, flush=True)
 
 

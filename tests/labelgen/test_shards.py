@@ -8,6 +8,8 @@ import re
 import socket
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -20,6 +22,7 @@ from labelgen.shards import (
     ShardReadError,
     ShardWriter,
     check_shard,
+    pid_alive,
     read_rows,
     remove_stale_tmp,
     shard_path,
@@ -168,6 +171,23 @@ def test_only_temporary_files_of_gone_writers_are_removed(tmp_path):
         assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, remote_new.name])
     finally:
         child.kill()
+        child.wait()
+
+
+def test_a_killed_writer_left_as_a_zombie_counts_as_gone(tmp_path):
+    """In a container whose PID 1 never reaps, a killed worker stays a zombie: its file is stale."""
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    child.kill()
+    deadline = time.monotonic() + 10
+    while "Z" not in Path(f"/proc/{child.pid}/stat").read_text().rsplit(")", 1)[1].split()[0]:
+        assert time.monotonic() < deadline, "the killed child never became a zombie"
+        time.sleep(0.01)
+    try:
+        tmp = tmp_path / f"shard-00001.h5.tmp-{socket.gethostname()}-{child.pid}-aaaa"
+        tmp.write_bytes(b"partial")
+        assert not pid_alive(child.pid)
+        assert remove_stale_tmp(tmp_path / "shard-00001.h5") == 1 and not tmp.exists()
+    finally:
         child.wait()
 
 
@@ -481,17 +501,21 @@ def test_the_reader_keeps_a_bounded_number_of_files_open(kitti_tree, tmp_path):
     reader.close(), unbounded.close(), copy.close()
 
 
-def test_a_write_that_fails_on_flush_or_leaves_a_frame_unstored_is_never_renamed(tmp_path, monkeypatch):
+def test_a_write_that_fails_on_sync_or_leaves_a_frame_unstored_is_never_renamed(tmp_path, monkeypatch):
     import errno
 
     specs = {"depth": DatasetSpec((4, 6), "float32")}
     target = tmp_path / "one" / "shard-00000.h5"
 
-    def full_disk(self):
-        raise RuntimeError("Unable to flush file (file write failed: errno = 28, error message = 'No space')")
+    def full_disk(fd):  # as NFS reports it: the written bytes do not fit when they are synced
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
+    with ShardWriter(target, ["a"], specs, {}) as writer:
+        writer.write(0, {"depth": np.ones((4, 6), np.float32)})
+        assert not target.parent.exists() or not list(target.parent.iterdir())  # built in memory
+    target.unlink()
     with monkeypatch.context() as patch:
-        patch.setattr(h5py.File, "flush", full_disk)
+        patch.setattr(os, "fsync", full_disk)
         with pytest.raises(OSError) as caught, ShardWriter(target, ["a"], specs, {}) as writer:
             writer.write(0, {"depth": np.ones((4, 6), np.float32)})
     assert caught.value.errno == errno.ENOSPC and caught.value.filename == str(target)
