@@ -16,7 +16,7 @@ from collections.abc import Callable
 import click
 import numpy as np
 
-from calib.lut import Lut, apply_lut, fit_lut
+from edgedepth.calib.lut import Lut, apply_lut, fit_lut
 
 TARGET = 50e6  # pixels per second
 

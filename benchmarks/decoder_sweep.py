@@ -22,7 +22,7 @@ import torch
 from edge_speed import export_legacy, interleaved
 from fastdepth import build_fastdepth
 
-from student.model import EXPAND_RATIO, DepthSegStudent, count_macs, count_parameters
+from edgedepth.student.model.network import EXPAND_RATIO, DepthSegStudent, count_macs, count_parameters
 
 BUDGET_PARAMS = (0.30e6, 0.34e6)
 BUDGET_MACS = (1.7e9, 2.5e9)

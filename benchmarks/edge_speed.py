@@ -4,7 +4,7 @@ At 480x320, batch 1, ONNX Runtime CPU (all graph optimisations, ``--threads`` in
 every core), one process: the FastDepth-class network (``benchmarks/fastdepth.py``, random weights,
 legacy exporter, opset 13, float32 input), the student L / M / S / XS FP32 and INT8 (a random-weight
 checkpoint made here, batch-norm statistics from train-mode passes over scikit-image photos so the
-depth varies; exported for trt10 with ``student.export.export_onnx``; INT8 calibrated on a small
+depth varies; exported for trt10 with ``edgedepth.student.deploy.export.export_onnx``; INT8 calibrated on a small
 label folder of those photos). Latency is the median of ``--repeats`` runs after ``--warmup``;
 the three targets are then re-checked on interleaved rounds (each model timed in turn, round after
 round, after a pause and one untimed run at each switch, since ONNX Runtime's idle intra-op threads
@@ -39,24 +39,19 @@ import torch
 from fastdepth import build_fastdepth
 from skimage import data
 
-from labelgen.plan import load_plan, plan_shards, write_plan
-from labelgen.run import process_shard
+from edgedepth.labelgen.plan import load_plan, plan_shards, write_plan
+from edgedepth.labelgen.run import process_shard
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository: tests.kitti_tree
-from student import onnx_checks as checks
-from student.checkpoint import save_checkpoint
-from student.config import ModelConfig
-from student.export import export_onnx
-from student.model import count_macs, count_parameters
-from student.speed import (
-    RSS_NOTE,
-    BenchRow,
-    bench_variants,
-    ort_session,
-    peak_memory_mb,
-    time_onnx,
-    time_runs,
-)
+from edgedepth.student.deploy import onnx_checks as checks
+from edgedepth.student.deploy.export import export_onnx
+from edgedepth.student.deploy.memory_probe import RSS_NOTE, peak_memory_mb
+from edgedepth.student.deploy.speed import bench_variants
+from edgedepth.student.deploy.speed_result import BenchRow
+from edgedepth.student.deploy.timing import ort_session, time_onnx, time_runs
+from edgedepth.student.model.checkpoint import save_checkpoint
+from edgedepth.student.model.config import ModelConfig
+from edgedepth.student.model.network import count_macs, count_parameters
 from tests.kitti_tree import make_kitti_tree  # noqa: E402
 
 PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "immunohistochemistry", "hubble_deep_field", "cat")

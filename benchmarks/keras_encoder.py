@@ -18,8 +18,8 @@ Four figures for docs/model.md ("The paper's ImageNet encoder (Keras weights)"):
    and its median and quartiles over the rounds are printed, with the Pad nodes of each file.
 3. Whether ONNX Runtime folds the Pad nodes into the convolutions: the Pad count of the optimised
    graph it writes (``SessionOptions.optimized_model_filepath``) at each optimisation level.
-4. ``student.onnx_checks.check_structure`` for trt8 and trt10 on the keras-style student exported by
-   ``student.export.export_onnx`` (the real export path).
+4. ``edgedepth.student.deploy.onnx_checks.check_structure`` for trt8 and trt10 on the keras-style student exported by
+   ``edgedepth.student.deploy.export.export_onnx`` (the real export path).
 
 Run: `.venv/bin/python benchmarks/keras_encoder.py [--weights FILE.h5]` (a few minutes on 2 cores).
 """
@@ -44,12 +44,13 @@ import onnxscript.optimizer
 import torch
 from edge_speed import SETTLE_S, export_legacy, photos
 
-from student.checkpoint import save_checkpoint
-from student.config import ModelConfig
-from student.export import export_onnx
-from student.keras_weights import load_keras_encoder
-from student.model import KERAS_BN_EPS, STRIDE, MobileNetV2Encoder, build_student
-from student.speed import ort_session, time_runs
+from edgedepth.student.deploy.export import export_onnx
+from edgedepth.student.deploy.timing import ort_session, time_runs
+from edgedepth.student.model.build import build_student
+from edgedepth.student.model.checkpoint import save_checkpoint
+from edgedepth.student.model.config import ModelConfig
+from edgedepth.student.model.keras_weights import load_keras_encoder
+from edgedepth.student.model.network import KERAS_BN_EPS, STRIDE, MobileNetV2Encoder
 
 STYLES = {  # name -> (encoder style, batch-norm epsilon)
     "keras (Keras's padding, eps 1e-3)": ("keras", KERAS_BN_EPS),
@@ -207,7 +208,9 @@ def pad_folding(files: dict[str, str], tmp: Path) -> None:
 
 
 def structure_checks(size, tmp: Path) -> None:
-    click.echo("\n4. student.onnx_checks on the keras-style L exported by student.export.export_onnx")
+    click.echo(
+        "\n4. edgedepth.student.deploy.onnx_checks on the keras-style L exported by edgedepth.student.deploy.export.export_onnx"
+    )
     config = ModelConfig(variant="L", input_size=size).with_encoder_style("keras")
     torch.manual_seed(2)
     model = config.build().eval()

@@ -1,7 +1,7 @@
 """Label-generation throughput: frames per second per stage, pipeline vs a bare loop.
 
 For each stage the bare loop only reads the frame's inputs and runs the teacher (no HDF5, no
-compression, no dask); the pipeline runs `labelgen.run.run_stages` on the local cluster it starts,
+compression, no dask); the pipeline runs `edgedepth.labelgen.run.run_stages` on the local cluster it starts,
 beforehand (its start-up is not counted; scheduling, writing and compression are). Target for
 sgbm: the pipeline with 1 worker reaches at least 80 % of the bare loop's frames per second.
 
@@ -21,15 +21,15 @@ from pathlib import Path
 
 import click
 
-from labelgen.client import dask_client
-from labelgen.kitti import find_frames, read_calibration, read_image, read_velodyne
-from labelgen.lidar import project_lidar
-from labelgen.plan import plan_shards, write_plan
-from labelgen.run import run_stages
+from edgedepth.labelgen.client import dask_client
+from edgedepth.labelgen.kitti import find_frames, read_calibration, read_image, read_velodyne
+from edgedepth.labelgen.lidar import project_lidar
+from edgedepth.labelgen.plan import plan_shards, write_plan
+from edgedepth.labelgen.run import run_stages
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository: tests.kitti_tree
-from labelgen.teachers.sgbm import SgbmConfig, sgbm_disparity
-from labelgen.teachers.stereo import disparity_to_depth
+from edgedepth.labelgen.teachers.sgbm import SgbmConfig, sgbm_disparity
+from edgedepth.labelgen.teachers.stereo import disparity_to_depth
 from tests.kitti_tree import make_kitti_tree  # noqa: E402
 
 SAMPLE = Path(
@@ -81,7 +81,7 @@ def pipeline(stage: str, root: Path, labels: Path, workers: int) -> float:
     shutil.rmtree(labels / stage, ignore_errors=True)
     with dask_client(None, workers, "cpu") as client:  # the cluster `labelgen run` would start
         client.wait_for_workers(workers)
-        client.run(importlib.import_module, "labelgen.run")  # a long run pays the imports once
+        client.run(importlib.import_module, "edgedepth.labelgen.run")  # a long run pays the imports once
         start = time.perf_counter()
         (report,) = run_stages(labels, [stage], scheduler=client.scheduler.address, progress=False)
         seconds = time.perf_counter() - start

@@ -12,8 +12,8 @@ from pathlib import Path
 import click
 import torch
 
-from labelgen.devices import resolve_device
-from student.bench import DEFAULT_SIZES, format_table, plot_latency, summarize_variants
+from edgedepth.common.devices import resolve_device
+from edgedepth.student.deploy.bench import DEFAULT_SIZES, format_table, plot_latency, summarize_variants
 
 
 @click.command()

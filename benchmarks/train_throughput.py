@@ -4,7 +4,7 @@ Rows:
 - ``train <device>``: optimiser steps of the L student at 1056x320, batch 8, multi-scale multi-task
   loss (images already in memory, so this is what training *consumes*); CPU, and CUDA when present
   (also with --amp there).
-- ``loader, N workers``: `student.data.LabelDataset` through a DataLoader with the training sampler
+- ``loader, N workers``: `edgedepth.student.train.data.LabelDataset` through a DataLoader with the training sampler
   and augmentation on, N = 0, 1, 2 (HDF5 read + gzip decode + resize + jitter + collate).
 Target: the loader delivers at least 3x what training consumes on the same machine.
 
@@ -27,13 +27,13 @@ from torch.utils.data import DataLoader
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from labelgen_throughput import build_tree  # noqa: E402  (the same KITTI frames as the labelgen benchmark)
 
-from labelgen.memory import keep_freed_memory  # noqa: E402
-from labelgen.plan import plan_shards, write_plan  # noqa: E402
-from labelgen.run import run_stages  # noqa: E402
-from student.config import ModelConfig  # noqa: E402
-from student.data import LabelDataset  # noqa: E402
-from student.losses import MultiScaleLoss  # noqa: E402
-from student.sampler import EpochSampler  # noqa: E402
+from edgedepth.common.memory import keep_freed_memory  # noqa: E402
+from edgedepth.labelgen.plan import plan_shards, write_plan  # noqa: E402
+from edgedepth.labelgen.run import run_stages  # noqa: E402
+from edgedepth.student.model.config import ModelConfig  # noqa: E402
+from edgedepth.student.train.data import LabelDataset  # noqa: E402
+from edgedepth.student.train.losses import MultiScaleLoss  # noqa: E402
+from edgedepth.student.train.sampler import EpochSampler  # noqa: E402
 
 SIZE = (320, 1056)
 BATCH = 8

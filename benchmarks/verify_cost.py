@@ -23,9 +23,9 @@ import click
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from labelgen_throughput import build_tree  # noqa: E402  (the same KITTI frames as the labelgen benchmark)
 
-from labelgen.plan import load_plan, plan_shards, write_plan  # noqa: E402
-from labelgen.run import run_stages  # noqa: E402
-from labelgen.shards import check_shard, shard_path  # noqa: E402
+from edgedepth.labelgen.plan import load_plan, plan_shards, write_plan  # noqa: E402
+from edgedepth.labelgen.run import run_stages  # noqa: E402
+from edgedepth.labelgen.shards import check_shard, shard_path  # noqa: E402
 
 STAGES = ("images", "lidar", "sgbm")
 

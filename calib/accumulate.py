@@ -1,5 +1,5 @@
 """The per-bin accumulator of ``lidar - teacher`` errors (streaming, mergeable) and the pixel pairs a
-fit uses. ``calib.lut`` re-exports these names; decisions: docs/lut.md."""
+fit uses. ``edgedepth.calib.lut`` re-exports these names; decisions: docs/lut.md."""
 
 from __future__ import annotations
 

@@ -11,13 +11,21 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from calib.fit import CORRECTED_SUFFIX, _plan_of, _stored_depth, check_stages
-from calib.lut import Lut, apply_lut, load_lut
-from labelgen.client import Workers
-from labelgen.folder import LabelFolder
-from labelgen.plan import Plan, ShardPlan
-from labelgen.shards import DatasetSpec, ShardWriter, open_shard, read_rows, remove_stale_tmp, shard_path
-from labelgen.stages import DEPTH_ATTRS
+from edgedepth.calib.fit import CORRECTED_SUFFIX, _plan_of, _stored_depth, check_stages
+from edgedepth.calib.lut import Lut, apply_lut, load_lut
+from edgedepth.labelgen import (
+    DEPTH_ATTRS,
+    DatasetSpec,
+    LabelFolder,
+    Plan,
+    ShardPlan,
+    ShardWriter,
+    Workers,
+    open_shard,
+    read_rows,
+    remove_stale_tmp,
+    shard_path,
+)
 
 
 def write_corrected(

@@ -21,12 +21,15 @@ import h5py
 import numpy as np
 from tqdm import tqdm
 
-from calib.lut import BinAccumulator, Evaluation, FitSettings, Lut, lut_from_accumulator
-from labelgen.client import Workers
-from labelgen.folder import LabelFolder
-from labelgen.plan import PLAN_FILE, Plan, ShardPlan, load_plan_cached
-from labelgen.shards import (
+from edgedepth.calib.lut import BinAccumulator, Evaluation, FitSettings, Lut, lut_from_accumulator
+from edgedepth.labelgen import (
+    PLAN_FILE,
+    LabelFolder,
+    Plan,
+    ShardPlan,
+    Workers,
     decode,
+    load_plan_cached,
     open_shard,
     read_rows,
     shard_path,
@@ -48,7 +51,7 @@ def check_stages(
     """The plan, once the teacher's (and unless ``lidar`` is False the LiDAR's) shard sets are
     complete and of this plan; also the teacher names and checkpoint SHA-256s in the shards' attrs.
     Shard files not verified before are read in full first (``verify="once"``, on ``workers``: a
-    ``labelgen.client.Workers`` or a dask client); a ``LabelFolder``'s known statuses count."""
+    ``edgedepth.labelgen.client.Workers`` or a dask client); a ``LabelFolder``'s known statuses count."""
     folder = LabelFolder.of(labels_dir)
     labels_dir = folder.given
     if lidar and (teacher == LIDAR or teacher.startswith(LIDAR + "_")):
@@ -265,9 +268,9 @@ def fit_from_labels(
     report RMSE / Abs Rel before and after correction on the held-out ones. ``labels_dir`` may be
     a ``LabelFolder`` (its plan and shard statuses are used). ``frames`` restricts the fit to those
     frame ids (e.g. an experiment's training frames, so held-out scenes never shape the table).
-    ``client``: a ``labelgen.client.Workers`` (a cluster started when there is more than one shard
+    ``client``: a ``edgedepth.labelgen.client.Workers`` (a cluster started when there is more than one shard
     to read), a dask client, or None (this process). One pass over the data: shard files verified
-    before (stamps, ``labelgen.verify``) are read once, by the accumulating tasks."""
+    before (stamps, ``edgedepth.labelgen.verify``) are read once, by the accumulating tasks."""
     folder = LabelFolder.of(labels_dir, resolve=True)
     settings = FitSettings(bin_width, min_depth, max_depth, stat, min_count, **options)
     client = Workers.of(client)

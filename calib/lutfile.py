@@ -9,14 +9,14 @@ file unless every field is what ``Lut.to_dict`` writes (docs/lut.md, "Checks at 
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import fields
 from pathlib import Path
 from typing import Any, NoReturn
 
 import numpy as np
 
-from calib.lut import LUT_VERSION, MAX_BINS, MAX_CORRECTION_M, FitSettings, Lut, show
+from edgedepth.calib.settings import LUT_VERSION, MAX_BINS, MAX_CORRECTION_M, FitSettings, show
+from edgedepth.common import is_finite, is_number
 
 MAX_LUT_BYTES = 32 * 2**20
 """Largest ``lut.json`` read (a 10,000-bin table with held-out figures is about 3 MiB)."""
@@ -46,9 +46,9 @@ def _fail(field: str, problem: str) -> NoReturn:
     raise ValueError(f"{field} {problem}")
 
 
-def read_lut(path: str | Path) -> Lut:
-    """A table from ``lut.json``: FileNotFoundError when absent, else one-line ValueErrors naming the
-    file and the field (size, JSON, version, types, lengths, ranges, consistency, sha256)."""
+def read_lut_json(path: str | Path) -> Any:
+    """The parsed ``lut.json`` (not yet checked: ``edgedepth.calib.lut.load_lut`` does): FileNotFoundError when
+    absent, one-line ValueErrors naming the file when too large or not JSON."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such lut file")
@@ -62,14 +62,13 @@ def read_lut(path: str | Path) -> Lut:
         data = json.loads(path.read_bytes().decode("utf-8"))
     except (ValueError, RecursionError) as err:  # JSONDecodeError, UnicodeDecodeError, 4300-digit ints
         raise ValueError(f"{path}: malformed lut file ({type(err).__name__}: {show(str(err), 80)})") from None
-    try:
-        return lut_from_dict(data)
-    except ValueError as err:
-        raise ValueError(f"{path}: {err}") from None
+    return data
 
 
-def lut_from_dict(data: Any) -> Lut:
-    """The ``Lut`` of a parsed ``lut.json``, every field checked (one-line ValueError naming it)."""
+def lut_fields(data: Any) -> tuple[dict[str, Any], Any]:
+    """The checked fields of a parsed ``lut.json`` (keyword arguments of ``Lut``) and the sha256 it
+    claims; one-line ValueError naming the first bad field. ``Lut.from_dict`` checks the hash and
+    the per-bin numbers (``check_bins``) on the built table."""
     if not isinstance(data, dict):
         _fail("the file", f"is not a lut table (a JSON object), got {show(data)}")
     version = data.get("lut_version")
@@ -84,7 +83,7 @@ def lut_from_dict(data: Any) -> Lut:
     filled = np.array([_bool(x, f"bins.filled[{i}]") for i, x in enumerate(bins["filled"])], dtype=bool)
     edges = table["edges"]
     _check_edges(edges, table["centres"], settings)
-    lut = Lut(
+    fields = dict(
         edges=edges,
         value=table["value"],
         correction=table["correction"],
@@ -97,15 +96,11 @@ def lut_from_dict(data: Any) -> Lut:
         source=_source(data.get("source")),
         heldout=_heldout(data.get("heldout"), n),
     )
-    sha = data.get("sha256")  # an edit that kept the old hash is named so; a recomputed one is checked next
-    if not isinstance(sha, str) or sha != lut.sha256:
-        _fail("sha256", "does not match the table (edited by hand?)")
-    check_bins(lut, settings.min_count)
-    return lut
+    return fields, data.get("sha256")
 
 
-def check_bins(lut: Lut, min_count: int) -> None:
-    """The per-bin numbers of a table: null only where docs/lut.md allows it, corrections in
+def check_bins(lut: Any, min_count: int) -> None:
+    """The per-bin numbers of a table (a ``Lut``): null only where docs/lut.md allows it, corrections in
     ``[-edges[-1], MAX_CORRECTION_M]`` and as the fit computes them from ``value``."""
     edges, count, filled = lut.edges, lut.count, lut.filled
 
@@ -187,7 +182,7 @@ def _settings(settings: dict) -> FitSettings:
         if key == "stat":
             ok = isinstance(value, str)
         elif key in _FLOAT_SETTINGS:
-            ok = _is_number(value) and _finite(value)
+            ok = is_number(value) and is_finite(value)
         else:
             ok = isinstance(value, int) and not isinstance(value, bool)
         if not ok:
@@ -201,24 +196,13 @@ def _settings(settings: dict) -> FitSettings:
         _fail("settings:", str(err))
 
 
-def _is_number(x: Any) -> bool:
-    return isinstance(x, int | float) and not isinstance(x, bool)
-
-
-def _finite(x: int | float) -> bool:
-    try:
-        return math.isfinite(x)
-    except OverflowError:  # an int beyond float64
-        return False
-
-
 def _floats(items: list, field: str) -> np.ndarray:
     """Numbers (null -> NaN) as float64; NaN / Infinity literals, 1e999 and text are refused."""
     out = np.empty(len(items), dtype=np.float64)
     for i, x in enumerate(items):
         if x is None:
             out[i] = np.nan
-        elif _is_number(x) and _finite(x):
+        elif is_number(x) and is_finite(x):
             out[i] = x
         else:
             _fail(f"{field}[{i}]", f"is {show(x)}, not a finite number (missing numbers are null)")
@@ -300,7 +284,7 @@ def _source(source: Any) -> dict[str, Any]:
         if key in source:
             _count(source[key], f"source.{key}")
     holdout = source.get("holdout", 0)
-    if not _is_number(holdout) or not 0 <= holdout < 1:
+    if not is_number(holdout) or not 0 <= holdout < 1:
         _fail("source.holdout", f"is {show(holdout)}: a share in [0, 1)")
     if "frame_list" in source:
         _bool(source["frame_list"], "source.frame_list")
@@ -327,7 +311,7 @@ def _heldout(heldout: Any, n: int) -> dict[str, Any] | None:
     for key in _METRICS:
         x = heldout[key]
         if (x is None) != (heldout["pixels"] == 0) or not (
-            x is None or (_is_number(x) and _finite(x) and x >= 0)
+            x is None or (is_number(x) and is_finite(x) and x >= 0)
         ):
             _fail(f"heldout.{key}", f"is {show(x)}: a number >= 0, or null when no pixel was held out")
     for key, absent in (("residual_mean", count == 0), ("residual_std", count < 2)):

@@ -10,8 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from calib.lut import Lut
-from labelgen.atomic import save_figure
+from edgedepth.calib.lut import Lut
+from edgedepth.common import save_figure
 
 
 def _title(lut: Lut) -> str:

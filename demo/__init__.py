@@ -1,18 +1,24 @@
-"""The demo: the whole pipeline on one small data set, and the report it leaves (docs/demo.md)."""
+"""The demo: the whole pipeline on one small data set, and the report it leaves (docs/demo.md).
 
-from demo.motorcycle import MotorcycleData, make_motorcycle
-from demo.pipeline import run_demo
-from demo.report import write_reports
-from demo.result import KITTI, MOTORCYCLE, RIG, DemoResult, DemoSettings
+Each public name maps to its home module and is imported on first use (``edgedepth.common.faces``).
+"""
 
-__all__ = [
-    "KITTI",
-    "MOTORCYCLE",
-    "RIG",
-    "DemoResult",
-    "DemoSettings",
-    "MotorcycleData",
-    "make_motorcycle",
-    "run_demo",
-    "write_reports",
-]
+from __future__ import annotations
+
+from edgedepth.common import lazy_face
+
+_HOMES = {
+    "KITTI": "edgedepth.demo.result",
+    "MOTORCYCLE": "edgedepth.demo.result",
+    "RIG": "edgedepth.demo.result",
+    "DemoResult": "edgedepth.demo.result",
+    "DemoSettings": "edgedepth.demo.result",
+    "MotorcycleData": "edgedepth.demo.motorcycle",
+    "demo_command": "edgedepth.demo.commands",
+    "make_motorcycle": "edgedepth.demo.motorcycle",
+    "run_demo": "edgedepth.demo.pipeline",
+    "write_reports": "edgedepth.demo.report",
+}
+
+__all__ = sorted(_HOMES)
+__getattr__, __dir__ = lazy_face(__name__, _HOMES)

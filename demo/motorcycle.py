@@ -10,13 +10,13 @@ baseline 193.001 mm). ``make_motorcycle`` writes it as a one-sequence, one-frame
     ROOT/motorcycle/left/0000.png       the left image as shipped
     ROOT/motorcycle/right/0000.png      the right image as shipped
     ROOT/motorcycle/depth_gt/0000.png   depth f B / (d + doffs), metres x 256, 0 = none
-    ROOT/motorcycle/lidar/0000.npy      a simulated scan of that depth (labelgen.simulated_lidar)
+    ROOT/motorcycle/lidar/0000.npy      a simulated scan of that depth (edgedepth.labelgen.simulated_lidar)
 
 - **Disparity offset.** Middlebury's cameras have different principal points, so depth is
   ``f * B / (d + doffs)``; calib.json's ``doffs_px`` says so and the stereo teachers use it.
 - **Ground truth**: ``f * B / (d + doffs)`` wherever the disparity is finite (NaN or inf in
   scikit-image = none).
-- **"LiDAR"**: the simulated spinning scanner of ``labelgen.simulated_lidar`` with its defaults
+- **"LiDAR"**: the simulated spinning scanner of ``edgedepth.labelgen.simulated_lidar`` with its defaults
   (64 beams across the image's vertical field of view, one return every 0.2 degrees of azimuth,
   no noise), 8 cm above and 6 cm behind the left camera (``T_cam_lidar``): about 12,000 points,
   some 3 % of the pixels, KITTI-like. Reflectance is the pixel's grey level in [0, 1].
@@ -30,9 +30,15 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from labelgen.atomic import write_bytes_atomic
-from labelgen.importers.writer import RigWriter, calibration_json
-from labelgen.simulated_lidar import AZIMUTH_STEP_DEG, BEAMS, scanner_transform, simulate_scan
+from edgedepth.common import write_bytes_atomic
+from edgedepth.labelgen import (
+    AZIMUTH_STEP_DEG,
+    BEAMS,
+    RigWriter,
+    calibration_json,
+    scanner_transform,
+    simulate_scan,
+)
 
 FOCAL_PX, CX_PX, CY_PX = 994.978, 311.193, 254.877
 DOFFS_PX = 31.086  # right principal point minus left (x)
@@ -97,7 +103,7 @@ def make_motorcycle(root: str | Path) -> MotorcycleData:
     notes = {
         **NOTES,
         "lidar_simulation": (
-            f"simulated from depth_gt (labelgen.simulated_lidar): {BEAMS} beams over the vertical field of "
+            f"simulated from depth_gt (edgedepth.labelgen.simulated_lidar): {BEAMS} beams over the vertical field of "
             f"view, one return every {AZIMUTH_STEP_DEG} deg of azimuth, no noise; scanner 8 cm above and "
             f"6 cm behind the left camera (T_cam_lidar); {len(points)} points"
         ),

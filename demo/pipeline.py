@@ -3,8 +3,8 @@
 Every step calls the library function behind one CLI command and records that command, so the
 report shows how to run the same step by hand. The steps talk through the files they write under
 ``OUT`` (layout: docs/demo.md). Data: the embedded Middlebury Motorcycle scene, written as a rig
-tree (``demo.motorcycle``), unless ``data_root`` names the user's own tree (rig or KITTI raw layout,
-detected). ``demo.result`` holds the settings per kind of data; ``demo.scoring`` the steps that
+tree (``edgedepth.demo.motorcycle``), unless ``data_root`` names the user's own tree (rig or KITTI raw layout,
+detected). ``edgedepth.demo.result`` holds the settings per kind of data; ``edgedepth.demo.scoring`` the steps that
 compare with the ground truth and make the figures.
 """
 
@@ -15,10 +15,10 @@ import shutil
 import warnings
 from pathlib import Path
 
-from demo.result import KITTI, MOTORCYCLE, RIG, DemoResult, DemoSettings, Figure, Log, Step, command
-from demo.scoring import ScoringSteps
-from labelgen.atomic import write_text_atomic
-from labelgen.folder import LabelFolder
+from edgedepth.common import write_text_atomic
+from edgedepth.demo.result import KITTI, MOTORCYCLE, RIG, DemoResult, DemoSettings, Figure, Log, Step, command
+from edgedepth.demo.scoring import ScoringSteps
+from edgedepth.labelgen import LabelFolder
 
 PSMNET_FILE = Path("weights") / "pretrained_model_KITTI2015.tar"
 """Where the demo looks for PSMNet when no checkpoint is given (what `labelgen weights ... --out weights` writes)."""
@@ -46,8 +46,8 @@ def run_demo(
     Motorcycle scene. ``kitti_root`` is the deprecated name of ``data_root``. ``settings`` None:
     ``MOTORCYCLE``, ``KITTI`` or ``RIG`` by the data; depth ranges left None come from calib.json.
     """
-    from demo.report import write_reports
-    from labelgen.layout import detect_layout
+    from edgedepth.demo.report import write_reports
+    from edgedepth.labelgen import detect_layout
 
     if kitti_root is not None:
         if data_root is not None:
@@ -109,7 +109,7 @@ class _Steps(ScoringSteps):
 
     # 1. data
     def data(self) -> None:
-        from demo.motorcycle import make_motorcycle
+        from edgedepth.demo.motorcycle import make_motorcycle
 
         if self.root is not None:
             with self._timed("data", "data", f"(your {self.layout} tree)") as step:
@@ -135,7 +135,7 @@ class _Steps(ScoringSteps):
 
     # 2. plan
     def plan(self) -> None:
-        from labelgen.plan import missing_inputs, plan_shards, write_plan
+        from edgedepth.labelgen import missing_inputs, plan_shards, write_plan
 
         args = ["labelgen", "plan", "--data-root", self.root, "--out", self.labels.given]
         args += ["--split-file", self.split_file] if self.split_file else []
@@ -154,9 +154,7 @@ class _Steps(ScoringSteps):
 
     # 3. labels
     def teacher_labels(self, psmnet: Path | None, seg_checkpoint: Path | None, seg_options: dict) -> None:
-        from labelgen.inspect import inspect_labels, write_previews
-        from labelgen.report import format_reports
-        from labelgen.run import run_stages
+        from edgedepth.labelgen import format_reports, inspect_labels, run_stages, write_previews
 
         self.stages = ["images", "lidar", "sgbm"]
         options: dict[str, dict] = {"lidar": {"cams": [2]}, "sgbm": {}}
@@ -196,8 +194,7 @@ class _Steps(ScoringSteps):
 
     # 5. bias table
     def calib(self) -> None:
-        from calib.fit import fit_from_labels, format_lut
-        from calib.plot import plot_lut
+        from edgedepth.calib import fit_from_labels, format_lut, plot_lut
 
         s = self.result.settings
         lut_path, png = self.out / f"lut_{self.teacher}.json", self.out / f"lut_{self.teacher}.png"
@@ -218,8 +215,8 @@ class _Steps(ScoringSteps):
 
     # 6. training
     def train(self) -> None:
-        from student.config import ModelConfig, TrainConfig
-        from student.train import train
+        from edgedepth.student.model import ModelConfig, TrainConfig
+        from edgedepth.student.train import train
 
         s, run = self.result.settings, self.out / "run"
         seg = "seg" in self.stages
@@ -249,7 +246,7 @@ class _Steps(ScoringSteps):
 
     # 9. export
     def export(self) -> None:
-        from student.export import export_onnx
+        from edgedepth.student.deploy import export_onnx
 
         s, out = self.result.settings, self.out / "export"
         size = f"{s.export_size[1]}x{s.export_size[0]}"
@@ -264,7 +261,7 @@ class _Steps(ScoringSteps):
 
     # 10. benchmark
     def bench(self) -> None:
-        from student.speed import bench_variants
+        from edgedepth.student.deploy import bench_variants
 
         out, repeats = self.out / "bench.json", self.result.settings.bench_repeats
         line = command("student", "bench", self.export_dir, "--variants", "L,XS", "--precision", "fp32,int8",

@@ -9,8 +9,8 @@ from __future__ import annotations
 import html
 from pathlib import Path
 
-from demo.result import DemoResult, Step
-from labelgen.atomic import write_text_atomic
+from edgedepth.common import write_text_atomic
+from edgedepth.demo.result import DemoResult, Step
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; color: #222; }

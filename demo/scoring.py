@@ -1,11 +1,11 @@
 """The demo's steps against the ground truth and the figures they make: teachers vs ground truth,
 the student's prediction and evaluation, and the overview picture.
 
-Ground truth and its protocol come from the student package (``student.eval_frames.EvalSet``): for
+Ground truth and its protocol come from the student package (``edgedepth.student.evaluate.frames.EvalSet``): for
 rig data the sequence's ``depth_gt`` (else its LiDAR) within calib.json's depth range, no crop; for
 KITTI the annotated depth map when the tree has one (else the raw scan), Garg crop, 80 m.
 ``ScoringSteps`` also holds what every step shares (the result, the label folder, the data root);
-``demo.pipeline`` adds the other steps.
+``edgedepth.demo.pipeline`` adds the other steps.
 """
 
 from __future__ import annotations
@@ -14,12 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
-from demo.result import DemoResult, Figure, Log, Step, StepTimer, command
-from labelgen.atomic import write_text_atomic
-from labelgen.folder import LabelFolder
-from labelgen.layout import frame_from_id
-from labelgen.rig import read_depth_png
-from student.eval_frames import EvalFrame, EvalSet
+from edgedepth.common import write_text_atomic
+from edgedepth.demo.result import DemoResult, Figure, Log, Step, StepTimer, command
+from edgedepth.labelgen import LabelFolder, frame_from_id, read_depth_png
+from edgedepth.student.evaluate import EvalFrame, EvalSet
 
 FirstFrame = tuple[np.ndarray, tuple[np.ndarray, str] | None, dict[str, np.ndarray]]
 """The first frame's left image, its ground truth and kind (or None), and each depth teacher's label."""
@@ -105,8 +103,8 @@ class ScoringSteps:
 
     # 4. teachers against the ground truth
     def teachers(self) -> None:
-        from demo.teachers import format_scores, score_teachers, side_by_side
-        from labelgen.kitti import read_image
+        from edgedepth.demo.teachers import format_scores, score_teachers, side_by_side
+        from edgedepth.labelgen import read_image
 
         split, gt, args = self._ground_truth_args()
         self.gt_args = args
@@ -132,7 +130,7 @@ class ScoringSteps:
 
     # 7. prediction
     def predict(self) -> None:
-        from student.predict import predict_images
+        from edgedepth.student.evaluate import predict_images
 
         image = frame_from_id(self.layout, self.labels.plan.frame_ids[0]).image_path(self.root, 2)
         out = self.out / "predict"
@@ -153,7 +151,7 @@ class ScoringSteps:
 
     # 8. evaluation
     def evaluate(self) -> None:
-        from student.evaluate import evaluate_checkpoint
+        from edgedepth.student.evaluate import evaluate_checkpoint
 
         assert self.eval_set is not None, "the teachers step sets the eval set"
         out, eval_set = self.out / "eval.json", self.eval_set
@@ -194,7 +192,7 @@ class ScoringSteps:
 
     # 11. the picture at the top of the report
     def overview(self) -> None:
-        from demo.teachers import side_by_side
+        from edgedepth.demo.teachers import side_by_side
 
         assert self.first_frame is not None and self.prediction_png is not None
         with self._timed("overview", "overview figure", "(demo only: demo/teachers.py)") as step:
@@ -212,7 +210,7 @@ def _gt_panel(found: tuple[np.ndarray, str] | None) -> list[tuple[str, np.ndarra
 
 
 def _first_depths(labels: LabelFolder, stages: list[str]) -> dict[str, np.ndarray]:
-    from labelgen.reader import LabelReader
+    from edgedepth.labelgen import LabelReader
 
     reader = LabelReader(labels, stages)
     try:

@@ -1,6 +1,6 @@
 """The teachers against the ground truth, and the figures that show them side by side.
 
-Each depth stage is scored by ``student.evaluate.score_teacher`` (what ``edgedepth labelgen score``
+Each depth stage is scored by ``edgedepth.student.evaluate.evaluation.score_teacher`` (what ``edgedepth labelgen score``
 runs) on an ``EvalSet``: its ground truth, crop and depth range are the student package's, for
 KITTI and rig data alike. A teacher is scored on the pixels where both it and the ground truth have
 a value; ``coverage`` is the share of ground-truth pixels the teacher keeps (SGBM drops occlusions
@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from labelgen.atomic import save_figure
-from student.eval_frames import EvalSet
+from edgedepth.common import save_figure
+from edgedepth.student.evaluate import EvalSet
 
 DEPTH_CMAP = "turbo_r"
 
@@ -41,7 +41,7 @@ def score_teachers(
 ) -> list[TeacherScore]:
     """Each depth stage of ``stages`` against ``eval_set``'s ground truth; with ``out_dir``, each
     result is also saved as ``score_<stage>.json`` (+ ``_frames.csv``), as ``labelgen score --out``."""
-    from student.evaluate import score_teacher
+    from edgedepth.student.evaluate import score_teacher
 
     scores = []
     for stage in stages:

@@ -61,7 +61,7 @@ def dask_client(
     from distributed import Client, LocalCluster
 
     if cluster is not None:
-        from labelgen.cluster import jobqueue_client
+        from edgedepth.labelgen.cluster import jobqueue_client
 
         if scheduler:
             raise ValueError("give --cluster or --scheduler, not both")

@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from labelgen.errors import first_line
+from edgedepth.common import check_choice, first_line
 
 JOBQUEUES = {
     "slurm": "SLURMCluster",
@@ -92,8 +92,7 @@ def cluster_options(kind: str, device: str, options: dict[str, Any]) -> dict[str
 
 def make_cluster(kind: str, device: str = "cpu", options: dict[str, Any] | None = None) -> Any:
     """A dask-jobqueue cluster of ``kind`` (no job submitted yet); one-line ValueErrors."""
-    if kind not in JOBQUEUES:
-        raise ValueError(f"unknown cluster {kind!r}; choose one of {', '.join(JOBQUEUES)}")
+    check_choice(kind, JOBQUEUES, "cluster")
     try:
         import dask
         import dask_jobqueue

@@ -1,13 +1,15 @@
 """Typed reads of JSON fields: one-line ValueErrors naming the key, sizes bounded before use.
 
-Shared by the calibration readers (``labelgen.kitti``, ``labelgen.rig``), the plan check
-(``labelgen.plan_check``) and the shard schema (``labelgen.shard_schema``), so a crafted
+Shared by the calibration readers (``edgedepth.labelgen.kitti``, ``edgedepth.labelgen.rig``), the plan check
+(``edgedepth.labelgen.plan_check``) and the shard schema (``edgedepth.labelgen.shard_schema``), so a crafted
 ``plan.json`` or shard attribute never reaches an allocation sized by its own numbers.
 """
 
 from __future__ import annotations
 
 import numpy as np
+
+from edgedepth.common import clip
 
 MAX_IMAGE_SIDE = 16384
 """Largest image height or width a plan or a shard may declare (every label array is sized by it)."""
@@ -63,9 +65,3 @@ def plain_number(data: dict, key: str) -> float:
         return float(value)
     except OverflowError:  # an integer beyond float range
         raise ValueError(f"{key}: {clip(value)} is out of range") from None
-
-
-def clip(value: object, limit: int = 120) -> str:
-    """``repr(value)``, cut to ``limit`` characters (a crafted value may be megabytes)."""
-    text = repr(value)
-    return text if len(text) <= limit else f"{text[: limit - 3]}..."

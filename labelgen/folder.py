@@ -21,9 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from labelgen.plan import PLAN_FILE, Plan, ShardPlan, load_plan
-from labelgen.shards import ShardStatus, check_shard, shard_path
-from labelgen.verify import (
+from edgedepth.labelgen.plan import PLAN_FILE, Plan, ShardPlan, load_plan
+from edgedepth.labelgen.shards import ShardStatus, check_shard, shard_path
+from edgedepth.labelgen.verify import (
     Signature,
     Stamp,
     StampBook,
@@ -151,7 +151,7 @@ class LabelFolder:
         """``check_shard`` of one (stage, shard) against the plan ``.plan`` last returned.
 
         ``verify``: ``quick`` (attributes and bookkeeping), ``once`` (a full read unless the
-        shard's stamp says this very file was verified: ``labelgen.verify``) or ``full`` (a full
+        shard's stamp says this very file was verified: ``edgedepth.labelgen.verify``) or ``full`` (a full
         read, ignoring stamps). Cached until the shard file's stat changes or ``refresh`` drops
         it; a stricter level than the cached one checks again."""
         check_level(verify)
@@ -252,9 +252,9 @@ class LabelFolder:
         self, stages: Sequence[str], verify: str = "once", workers: Any = None, progress: bool = True
     ) -> int:
         """Verify in full every shard of ``stages`` that ``unverified`` names: as dask tasks when
-        ``workers`` (a ``labelgen.client.Workers`` or a dask client) gives a client for that many
+        ``workers`` (a ``edgedepth.labelgen.client.Workers`` or a dask client) gives a client for that many
         frames, else here; stamps each complete one. Returns how many shards were read."""
-        from labelgen.client import Workers
+        from edgedepth.labelgen.client import Workers
 
         pending = self.unverified(stages, verify)
         if not pending:

@@ -15,11 +15,11 @@ import cv2
 import h5py
 import numpy as np
 
-from labelgen.atomic import save_figure
-from labelgen.cityscapes import CITYSCAPES_CLASSES, CITYSCAPES_COLOURS, IGNORE_ID
-from labelgen.folder import LabelFolder
-from labelgen.plan import Plan, ShardPlan
-from labelgen.shards import BOOKKEEPING_DATASETS, ShardStatus, decode, open_shard, read_rows
+from edgedepth.common import save_figure
+from edgedepth.labelgen.cityscapes import CITYSCAPES_CLASSES, CITYSCAPES_COLOURS, IGNORE_ID
+from edgedepth.labelgen.folder import LabelFolder
+from edgedepth.labelgen.plan import Plan, ShardPlan
+from edgedepth.labelgen.shards import BOOKKEEPING_DATASETS, ShardStatus, decode, open_shard, read_rows
 
 SAMPLE_FRAMES = 8
 MAX_FAILURES = 5
@@ -169,8 +169,8 @@ def inspect_labels(
 ) -> str:
     """A readable report of every stage folder: shards and frames against the plan, value ranges.
     ``verify``: ``once`` reads every chunk (checksums) of each shard file not verified before,
-    ``full`` of every file, ``quick`` the attributes only (``labelgen.verify``); the reads run on
-    ``workers`` (a ``labelgen.client.Workers`` or dask client; None: here), with a progress bar
+    ``full`` of every file, ``quick`` the attributes only (``edgedepth.labelgen.verify``); the reads run on
+    ``workers`` (a ``edgedepth.labelgen.client.Workers`` or dask client; None: here), with a progress bar
     when ``progress``. A ``LabelFolder`` given lends its plan and shard statuses."""
     folder = LabelFolder.of(labels_dir)
     plan = folder.plan

@@ -20,7 +20,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from labelgen.fields import MAX_IMAGE_SIDE, clip, field_of, image_size_field, matrix_field
+from edgedepth.labelgen.fields import MAX_IMAGE_SIDE, clip, field_of, image_size_field, matrix_field
 
 CAM_TO_CAM = "calib_cam_to_cam.txt"
 VELO_TO_CAM = "calib_velo_to_cam.txt"

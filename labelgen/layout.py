@@ -14,10 +14,10 @@ from typing import Protocol
 
 import numpy as np
 
-from labelgen import kitti, rig
-from labelgen.kitti import Calibration, Frame
-from labelgen.lidar import project_lidar
-from labelgen.rig import RigCalibration, RigFrame
+from edgedepth.labelgen import kitti, rig, rig_arrays
+from edgedepth.labelgen.kitti import Calibration, Frame
+from edgedepth.labelgen.lidar import project_lidar
+from edgedepth.labelgen.rig import RigCalibration, RigFrame
 
 LAYOUTS = ("kitti", "rig")
 AnyFrame = Frame | RigFrame
@@ -149,7 +149,7 @@ class RigLayout:
                 raise ValueError(f"{png}: a projected depth PNG gives the left camera only, not camera 3")
             if convention != "z":
                 raise ValueError(f"{png}: a projected depth PNG holds camera z, not LiDAR {convention}")
-            depth = rig.read_depth_png(png)
+            depth = rig_arrays.read_depth_png(png)
             if depth.shape != tuple(calib.image_size):
                 raise ValueError(
                     f"{png}: depth map is {depth.shape[1]}x{depth.shape[0]}, the sequence's images are "
@@ -161,7 +161,7 @@ class RigLayout:
         if npy.exists():
             if calib.t_cam_lidar is None:
                 raise ValueError(f"{npy}: LiDAR points but calib.json has no T_cam_lidar to project them")
-            return _projected(rig.read_lidar_points(npy), npy, calib, cams, convention)
+            return _projected(rig_arrays.read_lidar_points(npy), npy, calib, cams, convention)
         raise ValueError(f"no LiDAR for this frame: neither {png} nor {npy} exists")
 
 

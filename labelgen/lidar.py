@@ -1,7 +1,7 @@
 """Project a LiDAR scan into a rectified camera as a sparse depth map, and KITTI's PNG encoding.
 
 Works for any calibration with ``projection(cam)`` (3x4, LiDAR -> pixels) and ``image_size``:
-``labelgen.kitti.Calibration`` and ``labelgen.rig.RigCalibration``.
+``edgedepth.labelgen.kitti.Calibration`` and ``edgedepth.labelgen.rig.RigCalibration``.
 
 Pixel convention: pixel (row i, column j) covers u in [j - 0.5, j + 0.5) and v in [i - 0.5, i + 0.5),
 so a point lands on ``floor(u + 0.5), floor(v + 0.5)``. The public eval scripts (monodepth2's
@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:
-    from labelgen.kitti import Calibration
-    from labelgen.rig import RigCalibration
+    from edgedepth.labelgen.kitti import Calibration
+    from edgedepth.labelgen.rig import RigCalibration
 
 DEPTH_KINDS = ("z", "x")
 PNG16_SCALE = 256.0

@@ -1,6 +1,6 @@
 """The plan: which frames are labelled, their calibration, and their partition into shards.
 
-Frames come from a KITTI raw tree or a rig tree (``labelgen.layout``); the plan records which.
+Frames come from a KITTI raw tree or a rig tree (``edgedepth.labelgen.layout``); the plan records which.
 
 ``LABELS/plan.json`` is written once by ``edgedepth labelgen plan`` and read by every stage, the
 bias fit and the student's data loader. It holds no timestamps, so re-planning the same inputs
@@ -22,10 +22,10 @@ from pathlib import Path
 
 import cv2
 
-from labelgen.atomic import write_text_atomic
-from labelgen.fields import MAX_IMAGE_SIDE
-from labelgen.layout import AnyCalibration, AnyFrame, detect_layout, get_layout
-from labelgen.plan_check import check_plan_data
+from edgedepth.common import write_text_atomic
+from edgedepth.labelgen.fields import MAX_IMAGE_SIDE
+from edgedepth.labelgen.layout import AnyCalibration, AnyFrame, detect_layout, get_layout
+from edgedepth.labelgen.plan_check import check_plan_data
 
 PLAN_VERSION = 2
 PLAN_FILE = "plan.json"
@@ -49,7 +49,7 @@ class ShardPlan:
 
     @property
     def frames(self) -> list[AnyFrame]:
-        """The frame objects (``labelgen.kitti.Frame`` or ``labelgen.rig.RigFrame``)."""
+        """The frame objects (``edgedepth.labelgen.kitti.Frame`` or ``edgedepth.labelgen.rig.RigFrame``)."""
         layout = get_layout(self.layout)
         return [layout.frame_from_id(f) for f in self.frame_ids]
 
@@ -151,7 +151,7 @@ def plan_shards(
 
     ``layout`` is "kitti" or "rig" (None: ``detect_layout``; a root that does not exist then gets
     KITTI's error, as before layouts). ``drives`` names KITTI drives (with or without ``_sync``) or
-    rig sequences; ``split_file`` lists frames (``labelgen.layout.read_frame_list``). A calibration
+    rig sequences; ``split_file`` lists frames (``edgedepth.labelgen.layout.read_frame_list``). A calibration
     that cannot be read is recorded with its reason, and its frames fail in every stage.
     """
     if shard_size < 1:

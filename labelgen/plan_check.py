@@ -3,7 +3,7 @@
 ``load_plan`` runs this in the driver, so a hand-edited or crafted plan fails with one line naming
 the file and the field (``LABELS/plan.json: malformed plan: shards[3].frames[7]: ...``) before any
 dask task starts, instead of inside every worker. Frame ids are checked by their syntax per layout
-(``labelgen.kitti.frame_id_problem``, ``labelgen.rig.frame_id_problem``), which keeps every input
+(``edgedepth.labelgen.kitti.frame_id_problem``, ``edgedepth.labelgen.rig.frame_id_problem``), which keeps every input
 path of every frame inside ``data_root`` without a file-system call: about 1.5 microseconds a frame.
 """
 
@@ -13,8 +13,8 @@ import os
 from dataclasses import dataclass
 from typing import NoReturn
 
-from labelgen.fields import clip, image_size_field
-from labelgen.layout import LAYOUTS, AnyCalibration, Layout, get_layout
+from edgedepth.labelgen.fields import clip, image_size_field
+from edgedepth.labelgen.layout import LAYOUTS, AnyCalibration, Layout, get_layout
 
 PLAN_VERSIONS = (1, 2)  # version 1: KITTI only, the root under "kitti_root"
 
@@ -62,7 +62,7 @@ class _Fields:
 
 @dataclass(frozen=True)
 class CheckedPlan:
-    """The fields of a checked ``plan.json`` (``labelgen.plan.Plan`` is built from them; this module
+    """The fields of a checked ``plan.json`` (``edgedepth.labelgen.plan.Plan`` is built from them; this module
     does not import it, so the two stand in one direction). ``shards`` holds each shard's
     (index, date, drive, (height, width), frame ids)."""
 

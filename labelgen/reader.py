@@ -1,7 +1,7 @@
 """Reading a label folder: the frames of several stages joined by shard and row.
 
 ``LabelReader(LABELS, ["images", "lidar", "sgbm"])[i]`` is one frame of every stage. It stands on
-``labelgen.folder`` (the plan and the shard statuses, read once) and ``labelgen.shards`` (the
+``edgedepth.labelgen.folder`` (the plan and the shard statuses, read once) and ``edgedepth.labelgen.shards`` (the
 schema and the checked reads); neither imports it back.
 """
 
@@ -14,9 +14,9 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from labelgen.folder import LabelFolder
-from labelgen.plan import Plan
-from labelgen.shards import BOOKKEEPING_DATASETS, decode, open_shard, read_rows, shard_path
+from edgedepth.labelgen.folder import LabelFolder
+from edgedepth.labelgen.plan import Plan
+from edgedepth.labelgen.shards import BOOKKEEPING_DATASETS, decode, open_shard, read_rows, shard_path
 
 
 class LabelReader:

@@ -14,8 +14,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from labelgen.folder import LabelFolder
-from labelgen.plan import Plan
+from edgedepth.labelgen.folder import LabelFolder
+from edgedepth.labelgen.plan import Plan
 
 REPORT_FILE = "report.json"
 HISTORY_KEEP = 100  # runs kept in a stage's report.json history (the oldest are dropped)

@@ -20,18 +20,15 @@ from typing import Any
 
 from tqdm import tqdm
 
-from labelgen.atomic import write_text_atomic
-from labelgen.client import GPU, ClusterSpec, Workers
-from labelgen.devices import resolve_device
-from labelgen.errors import describe, is_os_fault
-from labelgen.folder import LabelFolder
-from labelgen.lock import folder_lock
-from labelgen.plan import ShardPlan, load_plan_cached
-from labelgen.report import REPORT_FILE, StageReport, history, stage_report
-from labelgen.shards import ShardWriter, remove_stale_tmp, shard_path
-from labelgen.space import out_of_space
-from labelgen.stages import make_stage
-from labelgen.verify import file_signature
+from edgedepth.common import describe, folder_lock, is_os_fault, resolve_device, write_text_atomic
+from edgedepth.labelgen.client import GPU, ClusterSpec, Workers
+from edgedepth.labelgen.folder import LabelFolder
+from edgedepth.labelgen.plan import ShardPlan, load_plan_cached
+from edgedepth.labelgen.report import REPORT_FILE, StageReport, history, stage_report
+from edgedepth.labelgen.shards import ShardWriter, remove_stale_tmp, shard_path
+from edgedepth.labelgen.space import out_of_space
+from edgedepth.labelgen.stages import make_stage
+from edgedepth.labelgen.verify import file_signature
 
 
 @functools.lru_cache(maxsize=4)
@@ -169,7 +166,7 @@ def run_stages(
     """Run ``stages`` over every shard of the plan in ``labels_dir``; returns one report per stage.
 
     Complete shards are kept (resume), checked with ``verify`` (``once``: a full checksum read of
-    each shard file not verified before, ``labelgen.verify``; ``full``: of every one, now;
+    each shard file not verified before, ``edgedepth.labelgen.verify``; ``full``: of every one, now;
     ``quick``: attributes only), on the workers; ``retry_failed`` also redoes the complete shards
     that hold failed frames; ``overwrite`` redoes everything. One run per label folder at a time (a
     lock file). No cluster is started when there is nothing to verify or label. ``labels_dir``

@@ -1,13 +1,13 @@
 """What a shard file must hold, checked on read: the documented schema as data, and chunk checksums.
 
-``check_shard`` (``labelgen.shards``) runs ``open_members``, ``bookkeeping_problem``,
+``check_shard`` (``edgedepth.labelgen.shards``) runs ``open_members``, ``bookkeeping_problem``,
 ``stage_problem`` and ``stored_problem`` at both verify levels: metadata reads, about a
 millisecond a shard. A shard that breaks the schema is ``invalid`` with the
 reason, so the next ``labelgen run`` redoes it and no reader trusts it: a dataset that is a link
 (external or soft) or virtual (its data would come from another file, or read as zeros when that
 file is gone), a dataset without chunking, gzip or Fletcher-32 as the writer makes them, a dtype or
 per-row shape other than the stage's (``STAGE_SCHEMAS``, which ``tests/labelgen/test_shards.py``
-keeps equal to ``labelgen.stages``), a group or any other member where only datasets belong.
+keeps equal to ``edgedepth.labelgen.stages``), a group or any other member where only datasets belong.
 
 ``verify_chunks`` is the ``full`` level: it reads every stored chunk's raw bytes and checks its
 Fletcher-32 checksum, the one HDF5 checks on every read, without decompressing: the checksum is
@@ -27,8 +27,8 @@ import h5py
 import numpy as np
 from h5py import h5d, h5z
 
-from labelgen.errors import first_line
-from labelgen.fields import MAX_IMAGE_SIDE, image_size_field
+from edgedepth.common import first_line
+from edgedepth.labelgen.fields import MAX_IMAGE_SIDE, image_size_field
 
 BOOKKEEPING_DATASETS = ("frame_id", "ok", "failure")  # in every shard, beside the stage's own
 MAX_STRING_BYTES = 1 << 16  # a frame id or a one-line failure reason; more is a crafted file
@@ -71,7 +71,7 @@ STAGE_SCHEMAS: dict[str, dict[str, RowRule]] = {
     "psmnet": _STEREO,
     "seg": {"seg": RowRule("uint8"), "seg_conf": RowRule("uint8", scale=1.0 / 255.0)},
 }
-"""docs/shards.md's stage datasets (``labelgen.stages``' ``datasets()``), torch-free."""
+"""docs/shards.md's stage datasets (``edgedepth.labelgen.stages``' ``datasets()``), torch-free."""
 CORRECTED_SUFFIX = "_corrected"
 CORRECTED_SCHEMA = {"depth": RowRule("float16")}  # <teacher>_corrected, written by `calib apply`
 

@@ -25,9 +25,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from labelgen import __version__
-from labelgen.errors import first_line
-from labelgen.shard_schema import (
+from edgedepth.common import __version__, first_line, pid_alive
+from edgedepth.labelgen.shard_schema import (
     BOOKKEEPING_DATASETS,
     ShardReadError,
     bookkeeping_problem,
@@ -95,26 +94,6 @@ def _writer_alive(tmp: Path) -> bool:
     if host == socket.gethostname() and pid.isdigit():
         return int(pid) != os.getpid() and pid_alive(int(pid))
     return age < STALE_TMP_S
-
-
-def pid_alive(pid: int) -> bool:
-    """Whether a process ``pid`` runs on this host (a zombie, killed but never reaped, does not).
-
-    A killed dask worker whose parent died too is re-parented to PID 1; in a container whose PID 1
-    does not reap, it stays a zombie for good, and ``kill(pid, 0)`` still succeeds on it.
-    """
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True  # no /proc (macOS): kill(pid, 0) is all we can ask
-    state = stat.rsplit(")", 1)[-1].split()[:1]  # the command in (...) may hold spaces
-    return state not in (["Z"], ["X"])
 
 
 class ShardWriter:
@@ -302,7 +281,7 @@ def check_shard(
 ) -> ShardStatus:
     """Is ``path`` a complete, undamaged shard of this plan holding exactly ``frame_ids``?
 
-    Both levels check the attributes, the bookkeeping datasets and the schema (``labelgen.shard_schema``:
+    Both levels check the attributes, the bookkeeping datasets and the schema (``edgedepth.labelgen.shard_schema``:
     link types, dtypes, per-row shapes, chunking and filters; ``image_size`` is the plan's
     (height, width) for the shard, else its calibration attribute says). ``verify="full"`` also
     checks every stored chunk of every stage dataset against its Fletcher-32 checksum, so a damaged
@@ -362,7 +341,6 @@ __all__ = [  # decode, open_shard, read_rows and ShardReadError live in shard_sc
     "decode",
     "open_shard",
     "read_rows",
-    "pid_alive",
     "remove_stale_tmp",
     "shard_path",
 ]

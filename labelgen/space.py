@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from labelgen.folder import LabelFolder
-    from labelgen.plan import ShardPlan
+    from edgedepth.labelgen.folder import LabelFolder
+    from edgedepth.labelgen.plan import ShardPlan
 
 
 def mount_point(path: str | Path) -> Path:

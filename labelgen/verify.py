@@ -23,8 +23,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from labelgen.atomic import write_text_atomic
-from labelgen.shards import ShardStatus, check_shard
+from edgedepth.common import write_text_atomic
+from edgedepth.labelgen.shards import ShardStatus, check_shard
 
 STAMP_FILE = ".verified.json"
 CHECK_VERSION = 2  # 2: the schema checks on read (links, virtual datasets, filters, dtypes, shapes)

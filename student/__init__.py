@@ -1,38 +1,35 @@
-"""The depth + segmentation student: network, losses, metrics, training, evaluation, prediction.
+"""The depth + segmentation student, in wings that follow its life: model, train, evaluate, deploy.
 
-The package face; modules may move, these names stay::
+``edgedepth.student.model`` (the network, its configs and checkpoints) stands on the common floor;
+``evaluate`` stands on the model, ``train`` on both, ``deploy`` on the model and evaluation, and
+``ablate`` on all of them. Each wing's ``__init__`` is its public face; the names most users want
+are repeated here::
 
-    build_student, ModelConfig, TrainConfig         the network and its settings  (model, config)
-    MultiScaleLoss, evaluate_depth                  loss and KITTI metrics        (losses, metrics)
-    LabelDataset                                    training samples              (data)
-    load_student                                    checkpoints                   (checkpoint)
-    student.train.train                             training (its module's name is taken)
-    evaluate_checkpoint, predict_images             Eigen evaluation, prediction  (evaluate, predict)
-
-Heavy entry points are imported on first use, so ``import student`` stays light.
+    build_student, ModelConfig, TrainConfig, load_student      edgedepth.student.model
+    LabelDataset, MultiScaleLoss                               edgedepth.student.train
+    evaluate_depth, evaluate_checkpoint, predict_images        edgedepth.student.evaluate
+    export_onnx, bench_variants                                edgedepth.student.deploy
 """
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import Any
+from edgedepth.common import lazy_face
 
 _HOMES = {
-    "build_student": "student.model",
-    "ModelConfig": "student.config",
-    "TrainConfig": "student.config",
-    "MultiScaleLoss": "student.losses",
-    "evaluate_depth": "student.metrics",
-    "LabelDataset": "student.data",
-    "load_student": "student.checkpoint",
-    "evaluate_checkpoint": "student.evaluate",
-    "predict_images": "student.predict",
+    "build_student": "edgedepth.student.model",
+    "ModelConfig": "edgedepth.student.model",
+    "TrainConfig": "edgedepth.student.model",
+    "load_student": "edgedepth.student.model",
+    "LabelDataset": "edgedepth.student.train",
+    "MultiScaleLoss": "edgedepth.student.train",
+    "evaluate_depth": "edgedepth.student.evaluate",
+    "evaluate_checkpoint": "edgedepth.student.evaluate",
+    "predict_images": "edgedepth.student.evaluate",
+    "export_onnx": "edgedepth.student.deploy",
+    "bench_variants": "edgedepth.student.deploy",
+    "labelgen_score": "edgedepth.student.evaluate_commands",
+    "student_group": "edgedepth.student.commands",
 }
 
 __all__ = sorted(_HOMES)
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _HOMES:
-        raise AttributeError(f"module 'student' has no attribute {name!r}")
-    return getattr(import_module(_HOMES[name]), name)
+__getattr__, __dir__ = lazy_face(__name__, _HOMES)

@@ -11,7 +11,7 @@ import click
 import pytest
 from click.testing import CliRunner
 
-import cli
+from edgedepth import cli
 
 ROOT = Path(__file__).resolve().parents[1]
 

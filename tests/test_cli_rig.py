@@ -10,9 +10,9 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-import cli
-from student.checkpoint import save_checkpoint
-from student.config import ModelConfig
+from edgedepth import cli
+from edgedepth.student.model.checkpoint import save_checkpoint
+from edgedepth.student.model.config import ModelConfig
 
 
 def run(*args: str) -> tuple[int, str]:

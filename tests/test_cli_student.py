@@ -12,11 +12,11 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-import cli
-from student.checkpoint import save_checkpoint
-from student.config import ModelConfig
-from student.groundtruth import read_annotated
-from student.metrics import garg_crop_mask
+from edgedepth import cli
+from edgedepth.student.evaluate.groundtruth import read_annotated
+from edgedepth.student.evaluate.metrics import garg_crop_mask
+from edgedepth.student.model.checkpoint import save_checkpoint
+from edgedepth.student.model.config import ModelConfig
 from tests.student.labelfolder import make_label_folder
 
 SAMPLE_FRAME = "2011_09_26/2011_09_26_drive_0001_sync"
@@ -157,7 +157,7 @@ def test_labels_train_eval_predict_on_the_real_frame(kitti_sample, tmp_path):
     )
     gt = read_annotated(gt_path / "0000000005.png")
     mask = (gt > 1e-3) & (gt <= 80) & garg_crop_mask(*gt.shape)
-    from labelgen.reader import LabelReader
+    from edgedepth.labelgen.reader import LabelReader
 
     teacher = LabelReader(labels, ["sgbm"])[0]["sgbm/depth"]
     constant = float(teacher[(teacher > 1) & (teacher <= 80)].mean())

@@ -26,10 +26,17 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from labelgen.errors import first_line
-from labelgen.importers.writer import ImportReport, RigWriter, calibration_json
-from labelgen.kitti import CAM_TO_CAM, Calibration, Frame, find_frames, read_calibration, read_velodyne
-from labelgen.rig import read_depth_png
+from edgedepth.common import first_line
+from edgedepth.labelgen.importers.writer import ImportReport, RigWriter, calibration_json
+from edgedepth.labelgen.kitti import (
+    CAM_TO_CAM,
+    Calibration,
+    Frame,
+    find_frames,
+    read_calibration,
+    read_velodyne,
+)
+from edgedepth.labelgen.rig_arrays import read_depth_png
 
 DEPTH_RANGE_M = (1.0, 80.0)
 ANNOTATED_SUBSETS = ("train", "val")

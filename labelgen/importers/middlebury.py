@@ -10,7 +10,7 @@ Written per scene (one frame, ``view1``)::
     OUT/<Scene>/left/view1.png         view1.png, byte for byte
     OUT/<Scene>/right/view1.png        view5.png, byte for byte
     OUT/<Scene>/depth_gt/view1.png     Z = fx * B / (disp / 3 + dmin / 3), metres x 256, 0 = unknown
-    OUT/<Scene>/lidar/view1.npy        a simulated 64-beam scan of that depth (labelgen.simulated_lidar)
+    OUT/<Scene>/lidar/view1.npy        a simulated 64-beam scan of that depth (edgedepth.labelgen.simulated_lidar)
     OUT/<Scene>/calib.json             fx = fy = 3740 / 3, centre, 0.16 m, doffs_px = dmin / 3, ...
     OUT/splits/train.txt, heldout.txt  the fixed public split, for the scenes present in OUT
 
@@ -28,9 +28,9 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from labelgen.importers.writer import ImportReport, RigWriter, calibration_json
-from labelgen.rig import CALIB_FILE
-from labelgen.simulated_lidar import AZIMUTH_STEP_DEG, BEAMS, scanner_transform, simulate_scan
+from edgedepth.labelgen.importers.writer import ImportReport, RigWriter, calibration_json
+from edgedepth.labelgen.rig import CALIB_FILE
+from edgedepth.labelgen.simulated_lidar import AZIMUTH_STEP_DEG, BEAMS, scanner_transform, simulate_scan
 
 FOCAL_FULL_PX = 3740.0
 BASELINE_M = 0.160
@@ -155,7 +155,7 @@ def _import_scene(scene: Path, writer: RigWriter, dmin_px_full: float) -> None:
             + (" with a nominal dmin, not surveyed metric depth" if dmin_source == "nominal" else "")
         ),
         "lidar_simulation": (
-            f"simulated from depth_gt (labelgen.simulated_lidar): {BEAMS} beams over the vertical field of "
+            f"simulated from depth_gt (edgedepth.labelgen.simulated_lidar): {BEAMS} beams over the vertical field of "
             f"view, one return every {AZIMUTH_STEP_DEG} deg of azimuth, no noise; {len(points)} points"
         ),
     }

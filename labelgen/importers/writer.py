@@ -1,6 +1,6 @@
 """Writing a rig tree (docs/rig.md): every file atomically, the same input giving the same bytes.
 
-The importers (``labelgen.importers.middlebury``, ``labelgen.importers.kitti_depth``) write through
+The importers (``edgedepth.labelgen.importers.middlebury``, ``edgedepth.labelgen.importers.kitti_depth``) write through
 a ``RigWriter``, which counts what it wrote for the ``ImportReport`` they return.
 """
 
@@ -14,8 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from labelgen.atomic import write_bytes_atomic, write_text_atomic
-from labelgen.rig import CALIB_FILE, encode_depth_png
+from edgedepth.common import write_bytes_atomic, write_text_atomic
+from edgedepth.labelgen.rig import CALIB_FILE
+from edgedepth.labelgen.rig_arrays import encode_depth_png
 
 
 def calibration_json(

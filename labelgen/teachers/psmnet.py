@@ -1,6 +1,6 @@
 """Learned stereo teacher: PSMNet with a public checkpoint, run as the authors' test code ran it.
 
-Loading goes through ``labelgen.checkpoints`` (weights-only, no arbitrary pickles) and is strict, so a
+Loading goes through ``edgedepth.common.checkpoints`` (weights-only, no arbitrary pickles) and is strict, so a
 wrong or truncated file fails with a one-line error instead of giving silently poor labels.
 Preprocessing follows the public test scripts exactly: RGB / 255, ImageNet mean and std, then zero
 padding at the top and right to multiples of 16 (at least 256), and the output cropped back.
@@ -17,10 +17,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from labelgen.checkpoints import safe_load, state_dict_from
-from labelgen.teachers import IMAGENET_MEAN, IMAGENET_STD
-from labelgen.teachers.psmnet_model import PSMNet
-from labelgen.teachers.stereo import lr_check_mask
+from edgedepth.common import safe_load, state_dict_from
+from edgedepth.labelgen.teachers import IMAGENET_MEAN, IMAGENET_STD
+from edgedepth.labelgen.teachers.psmnet_model import PSMNet
+from edgedepth.labelgen.teachers.stereo import lr_check_mask
 
 __all__ = [
     "PSMNet",

@@ -9,7 +9,7 @@ Two checkpoint formats are supported:
 * ``smp``: segmentation-models-pytorch ``DeepLabV3`` / ``DeepLabV3Plus`` state dicts (plain or
   nested under ``state_dict`` / ``model_state`` / ``model``), e.g. a teacher trained in-house.
 
-Every file is read through ``labelgen.checkpoints.safe_load`` and loaded strictly; a checkpoint
+Every file is read through ``edgedepth.common.checkpoints.safe_load`` and loaded strictly; a checkpoint
 that does not fit the configured model fails with a one-line error naming the file and the first
 mismatching keys. Prediction follows the public models' preprocessing (RGB / 255, ImageNet
 mean/std) and returns train ids plus a confidence byte, round(255 * max softmax probability).
@@ -26,10 +26,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from labelgen.checkpoints import safe_load, state_dict_from
-from labelgen.cityscapes import CITYSCAPES_CLASSES
-from labelgen.teachers import IMAGENET_MEAN, IMAGENET_STD
-from labelgen.teachers.deeplab_vainf import ARCHITECTURES, ASPP_RATES, build_vainf_deeplab, guess_architecture
+from edgedepth.common import safe_load, state_dict_from
+from edgedepth.labelgen.cityscapes import CITYSCAPES_CLASSES
+from edgedepth.labelgen.teachers import IMAGENET_MEAN, IMAGENET_STD
+from edgedepth.labelgen.teachers.deeplab_vainf import (
+    ARCHITECTURES,
+    ASPP_RATES,
+    build_vainf_deeplab,
+    guess_architecture,
+)
 
 SMP_ARCHITECTURES = ("deeplabv3", "deeplabv3plus")
 PRECISIONS = ("fp32", "fp16")

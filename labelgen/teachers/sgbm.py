@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass
 import cv2
 import numpy as np
 
-from labelgen.teachers.stereo import lr_check_mask
+from edgedepth.labelgen.teachers.stereo import lr_check_mask
 
 _MODE_NAMES = {
     cv2.STEREO_SGBM_MODE_SGBM: "SGBM",

@@ -20,7 +20,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from labelgen.checkpoints import sha256_file
+from edgedepth.common import sha256_file
 
 
 @dataclass(frozen=True)

@@ -10,14 +10,14 @@ import h5py
 import numpy as np
 import pytest
 
-from calib.apply import write_corrected
-from calib.fit import accumulate_shard, fit_from_labels, format_lut, split_drives
-from calib.lut import FitSettings, apply_lut, load_lut
-from calib.plot import plot_lut
-from labelgen.plan import load_plan, plan_shards, write_plan
-from labelgen.reader import LabelReader
-from labelgen.run import run_stages
-from labelgen.shards import check_shard, shard_path
+from edgedepth.calib.apply import write_corrected
+from edgedepth.calib.fit import accumulate_shard, fit_from_labels, format_lut, split_drives
+from edgedepth.calib.lut import FitSettings, apply_lut, load_lut
+from edgedepth.calib.plot import plot_lut
+from edgedepth.labelgen.plan import load_plan, plan_shards, write_plan
+from edgedepth.labelgen.reader import LabelReader
+from edgedepth.labelgen.run import run_stages
+from edgedepth.labelgen.shards import check_shard, shard_path
 from tests.kitti_tree import make_kitti_tree
 
 FAST = {"sgbm": {"num_disparities": 32}}
@@ -102,7 +102,7 @@ def test_split_is_deterministic_and_refuses_to_hold_out_everything(labels):
 def test_dask_gives_the_same_table_as_the_loop(labels, monkeypatch):
     from distributed import Client, LocalCluster
 
-    monkeypatch.setattr("calib.fit.IN_FLIGHT", 2)  # exercise the submission window on 3..4 shards
+    monkeypatch.setattr("edgedepth.calib.fit.IN_FLIGHT", 2)  # exercise the submission window on 3..4 shards
     options = {"holdout": 0.3, "stat": "median", "reservoir_size": 64, **SMALL}
     loop = fit_from_labels(labels, **options)
     with (

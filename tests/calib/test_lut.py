@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy.stats import norm
 
-from calib.lut import (
+from edgedepth.calib.lut import (
     BinAccumulator,
     Evaluation,
     FitSettings,

@@ -12,8 +12,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from calib.lut import MAX_BINS, Evaluation, FitSettings, Lut, apply_lut, fit_lut, load_lut, pair_mask
-from calib.lutfile import MAX_LUT_BYTES
+from edgedepth.calib.lut import (
+    MAX_BINS,
+    Evaluation,
+    FitSettings,
+    Lut,
+    apply_lut,
+    fit_lut,
+    load_lut,
+    pair_mask,
+)
+from edgedepth.calib.lutfile import MAX_LUT_BYTES
 
 
 def frames(seed: int, count: int = 3, size: int = 60_000, far: float = 0.0):
@@ -66,9 +75,9 @@ def test_every_table_the_fitter_writes_loads_unchanged(options, fitted, tmp_path
 
 
 def test_a_table_fitted_on_a_label_folder_with_held_out_drives_loads_unchanged(tmp_path):
-    from calib.fit import fit_from_labels, format_lut
-    from labelgen.plan import plan_shards, write_plan
-    from labelgen.run import run_stages
+    from edgedepth.calib.fit import fit_from_labels, format_lut
+    from edgedepth.labelgen.plan import plan_shards, write_plan
+    from edgedepth.labelgen.run import run_stages
     from tests.kitti_tree import make_kitti_tree
 
     drives = {"2011_09_26_drive_0001_sync": 2, "2011_09_26_drive_0002_sync": 2}

@@ -8,8 +8,8 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from calib.lut import MAX_BINS, Evaluation, Lut, fit_lut
-from calib.plot import lut_figure, plot_lut
+from edgedepth.calib.lut import MAX_BINS, Evaluation, Lut, fit_lut
+from edgedepth.calib.plot import lut_figure, plot_lut
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

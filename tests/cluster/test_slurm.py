@@ -17,11 +17,11 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-import cli
-from labelgen.client import ClusterSpec
-from labelgen.plan import load_plan, plan_shards, write_plan
-from labelgen.run import run_stages
-from labelgen.shards import shard_path
+from edgedepth import cli
+from edgedepth.labelgen.client import ClusterSpec
+from edgedepth.labelgen.plan import load_plan, plan_shards, write_plan
+from edgedepth.labelgen.run import run_stages
+from edgedepth.labelgen.shards import shard_path
 from tests.cluster.slurm import PARTITION
 from tests.labelgen.test_run import assert_same_shards
 

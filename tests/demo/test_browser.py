@@ -1,39 +1,55 @@
-"""The headless-Chromium harness against small real pages: images, errors, screenshot, clean exit."""
+"""The Playwright-driven system Chromium against small real pages: images, errors, overflow,
+screenshots, file:// and localhost URLs, and a clean exit."""
 
 from __future__ import annotations
 
-import os
+import functools
+import json
+import re
+import subprocess
+import sys
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+from playwright.sync_api import Browser, Error
 
-from tests.demo import browser as harness
-from tests.demo.browser import ChromiumUnavailable, HeadlessChromium, PageReport, ensure_chromium
+from tests.demo import chromium as harness
+from tests.demo.chromium import ChromiumUnavailable, ensure_chromium, opened
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+REPO = Path(__file__).resolve().parents[2]
+# run in a child python: open a page, print every process below it and chromium's profile, then fail
+CHILD = """
+import json, os, sys
+from pathlib import Path
+from tests.demo.chromium import opened, running
 
+def children():
+    kids = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            kids.setdefault(int(stat.read_text().rsplit(")", 1)[1].split()[1]), []).append(int(stat.parent.name))
+        except (OSError, ValueError):
+            pass
+    return kids
 
-@pytest.fixture(scope="module")
-def chromium() -> str:
-    """The chromium binary; skip without one unless we are root, who can (and must) install it."""
-    try:
-        return ensure_chromium()
-    except ChromiumUnavailable as exc:
-        if os.geteuid() != 0:
-            pytest.skip(str(exc))
-        pytest.fail(str(exc))
-
-
-@pytest.fixture(scope="module")
-def browser(chromium: str):
-    """One browser for the module; its teardown checks that chromium and its helpers are gone."""
-    with HeadlessChromium(chromium) as running:
-        yield running
-    assert gone(running.pid), f"chromium (pid {running.pid}) outlived its fixture"
-    assert not live_group(running.pid), "chromium's helper processes outlived it"
+with running(sys.argv[1]) as browser, opened(browser, sys.argv[2]) as loaded:
+    kids, todo, pids = children(), [os.getpid()], []
+    while todo:
+        below = kids.get(todo.pop(), [])
+        pids, todo = pids + below, todo + below
+    args = [Path(f"/proc/{p}/cmdline").read_bytes().split(b"\\0") for p in pids]
+    profiles = {a.decode().split("=", 1)[1] for cmd in args for a in cmd if a.startswith(b"--user-data-dir=")}
+    print(json.dumps({"pids": pids, "profiles": sorted(profiles), "title": loaded.page.title()}), flush=True)
+    1 / 0
+"""
 
 
 def page(tmp_path: Path, body: str, title: str = "test page") -> Path:
@@ -50,109 +66,158 @@ def png(path: Path, width: int, height: int) -> None:
 
 
 def decode(png_bytes: bytes) -> np.ndarray:
+    assert png_bytes.startswith(PNG_SIGNATURE), "the screenshot is no PNG"
     image = cv2.imdecode(np.frombuffer(png_bytes, np.uint8), cv2.IMREAD_COLOR)
     assert image is not None, "the screenshot does not decode"
     return image
 
 
-def gone(pid: int) -> bool:
-    """True once `pid` no longer exists (Popen.wait has reaped it)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return not Path(f"/proc/{pid}").exists()
-    return False
-
-
-def live_group(pgid: int, wait: float = 5.0) -> list[int]:
-    """The processes of group `pgid` that are not zombies (init reaps those in its own time)."""
+def live(pids: list[int], wait: float = 10.0) -> list[int]:
+    """Those of `pids` that still run (zombies count as gone: PID 1 may never reap orphans)."""
     deadline = time.monotonic() + wait
     while True:
-        live = []
-        for stat in Path("/proc").glob("[0-9]*/stat"):
+        alive = []
+        for pid in pids:
             try:
-                state, _ppid, group = stat.read_text().rsplit(")", 1)[1].split()[:3]
-            except OSError:
+                state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+            except (OSError, IndexError):
                 continue
-            if int(group) == pgid and state not in "ZX":
-                live.append(int(stat.parent.name))
-        if not live or time.monotonic() > deadline:
-            return live
+            if state not in "ZX":
+                alive.append(pid)
+        if not alive or time.monotonic() > deadline:
+            return alive
         time.sleep(0.1)
 
 
+@contextmanager
+def served(folder: Path) -> Iterator[str]:
+    """`folder` over HTTP on 127.0.0.1, in a thread: yields its base URL, stops the server on exit."""
+
+    class Quiet(SimpleHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(folder)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(10)
+
+
 @pytest.mark.slow
-def test_page_with_two_images(browser: HeadlessChromium, tmp_path: Path) -> None:
+def test_page_with_two_images(browser: Browser, tmp_path: Path) -> None:
     png(tmp_path / "wide.png", 40, 30)
     png(tmp_path / "square.png", 10, 10)
-    report = browser.open(page(tmp_path, '<img src="wide.png" alt="wide"><img src="square.png" alt="sq">'))
-    assert isinstance(report, PageReport)
-    assert report.title == "test page"
-    assert report.url == (tmp_path / "index.html").as_uri()
-    sizes = [(i.natural_width, i.natural_height, i.alt) for i in report.images]
-    assert sizes == [(40, 30, "wide"), (10, 10, "sq")]
-    assert all(image.complete for image in report.images) and report.broken_images == ()
-    assert report.console_errors == ()
-    assert report.screenshot_png.startswith(PNG_SIGNATURE)
-    assert decode(report.screenshot_png).shape[1] == 1280
-    saved = report.save_screenshot(tmp_path / "shot.png")
-    assert saved.read_bytes() == report.screenshot_png
+    index = page(tmp_path, '<img src="wide.png" alt="wide"><img src="square.png" alt="sq">')
+    with opened(browser, index) as loaded:
+        assert loaded.page.title() == "test page"
+        assert loaded.page.url == index.as_uri()
+        sizes = [(i.natural_width, i.natural_height, i.alt) for i in loaded.images]
+        assert sizes == [(40, 30, "wide"), (10, 10, "sq")]
+        assert all(image.complete for image in loaded.images) and loaded.broken_images == ()
+        overflow = loaded.overflow()
+        assert (overflow.scroll_width, overflow.client_width, overflow.elements) == (1280, 1280, ())
+        shot = loaded.screenshot(tmp_path / "shot.png")
+        assert loaded.errors == []
+    assert decode(shot).shape[1] == 1280
+    assert (tmp_path / "shot.png").read_bytes() == shot
 
 
 @pytest.mark.slow
-def test_missing_image_is_broken_and_logged(browser: HeadlessChromium, tmp_path: Path) -> None:
+def test_page_over_localhost(browser: Browser, tmp_path: Path) -> None:
+    png(tmp_path / "wide.png", 40, 30)
+    page(tmp_path, '<img src="wide.png" alt="wide"><img src="missing.png" alt="gone">')
+    with served(tmp_path) as base, opened(browser, f"{base}/index.html") as loaded:
+        assert loaded.page.url == f"{base}/index.html" and loaded.page.title() == "test page"
+        sizes = [(Path(i.src).name, i.natural_width) for i in loaded.images]
+        assert sizes == [("wide.png", 40), ("missing.png", 0)]
+        assert [i.alt for i in loaded.broken_images] == ["gone"]
+        assert any("404" in e and "missing.png" in e for e in loaded.errors), loaded.errors
+
+
+@pytest.mark.slow
+def test_missing_image_is_broken_and_logged(browser: Browser, tmp_path: Path) -> None:
     png(tmp_path / "here.png", 10, 10)
-    report = browser.open(page(tmp_path, '<img src="here.png"><img src="missing.png">'))
-    assert [Path(i.src).name for i in report.broken_images] == ["missing.png"]
-    assert report.broken_images[0].natural_width == 0
-    assert any("missing.png" in e or "Failed to load" in e for e in report.console_errors), (
-        report.console_errors
-    )
+    with opened(browser, page(tmp_path, '<img src="here.png"><img src="missing.png">')) as loaded:
+        assert [Path(i.src).name for i in loaded.broken_images] == ["missing.png"]
+        assert loaded.broken_images[0].natural_width == 0
+        assert any("missing.png" in e and "ERR_FILE_NOT_FOUND" in e for e in loaded.errors), loaded.errors
 
 
 @pytest.mark.slow
-def test_console_error_and_uncaught_exception(browser: HeadlessChromium, tmp_path: Path) -> None:
-    report = browser.open(page(tmp_path, '<script>console.error("boom")</script>'))
-    assert any("boom" in e for e in report.console_errors), report.console_errors
-    report = browser.open(page(tmp_path, '<script>throw new Error("kaboom")</script>'))
-    assert any("kaboom" in e for e in report.console_errors), report.console_errors
+def test_console_error_and_uncaught_exception(browser: Browser, tmp_path: Path) -> None:
+    with opened(browser, page(tmp_path, '<script>console.error("boom")</script>')) as loaded:
+        assert any(e.startswith("console.error: boom") for e in loaded.errors), loaded.errors
+    with opened(browser, page(tmp_path, '<script>throw new Error("kaboom")</script>')) as loaded:
+        assert any(e.startswith("exception:") and "kaboom" in e for e in loaded.errors), loaded.errors
+    quiet = page(tmp_path, '<script>console.log("fine"); console.warn("meh")</script>')
+    with opened(browser, quiet) as loaded:
+        assert loaded.errors == []  # only errors count
 
 
 @pytest.mark.slow
-def test_tall_page_screenshot_is_full_page(browser: HeadlessChromium, tmp_path: Path) -> None:
-    report = browser.open(page(tmp_path, '<div style="height: 3000px; background: teal"></div>'), width=640)
-    height, width = decode(report.screenshot_png).shape[:2]
+def test_tall_page_screenshot_is_full_page(browser: Browser, tmp_path: Path) -> None:
+    tall = page(tmp_path, '<div style="height: 3000px; background: teal"></div>')
+    with opened(browser, tall, width=640) as loaded:
+        height, width = decode(loaded.screenshot()).shape[:2]
     assert width == 640 and height >= 3000
 
 
 @pytest.mark.slow
-def test_cdp_errors_name_the_method(browser: HeadlessChromium, tmp_path: Path) -> None:
-    with pytest.raises(RuntimeError, match="Emulation.setDeviceMetricsOverride"):
-        browser.open(page(tmp_path, "<p>hi</p>"), width=-5)
-    with pytest.raises(RuntimeError, match="Page.navigate .*ERR_FILE_NOT_FOUND"):
-        browser.open(tmp_path / "no-such-page.html")
-    assert browser.open(page(tmp_path, "<p>still fine</p>")).console_errors == ()
+def test_overflow_names_the_element_that_sticks_out(browser: Browser, tmp_path: Path) -> None:
+    body = '<p>narrow</p><div class="box"><pre id="wide" style="width: 2000px">x</pre></div>'
+    with opened(browser, page(tmp_path, body)) as loaded:
+        overflow = loaded.overflow()
+    assert overflow.client_width == 1280 and overflow.scroll_width > 2000
+    assert [e["element"] for e in overflow.elements] == ["div.box > pre#wide"]
+    assert overflow.elements[0]["width"] == 2000
+    assert "`div.box > pre#wide` is 2000 px wide" in overflow.describe()
+
+
+@pytest.mark.slow
+def test_failed_navigation_raises_and_the_browser_goes_on(browser: Browser, tmp_path: Path) -> None:
+    with pytest.raises(Error, match="ERR_FILE_NOT_FOUND"), opened(browser, tmp_path / "no-such-page.html"):
+        pass
+    with opened(browser, page(tmp_path, "<p>still fine</p>")) as loaded:
+        assert loaded.errors == [] and loaded.page.title() == "test page"
+    assert browser.contexts == []  # each page's context was closed
 
 
 @pytest.mark.slow
 def test_browser_stops_even_when_the_test_fails(chromium: str, tmp_path: Path) -> None:
-    with pytest.raises(ZeroDivisionError), HeadlessChromium(chromium) as running:
-        pid, profile = running.pid, running._tmp
-        assert pid is not None and not gone(pid) and profile.is_dir()
-        running.open(page(tmp_path, "<p>hi</p>"))
-        1 / 0  # noqa: B018
-    assert gone(pid)
-    assert not live_group(pid)
-    assert not profile.exists()
+    index = page(tmp_path, "<p>hi</p>")
+    child = subprocess.run(
+        [sys.executable, "-c", CHILD, chromium, str(index)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )  # fmt: skip
+    assert child.returncode != 0 and "ZeroDivisionError" in child.stderr, child.stderr[-3000:]
+    seen = json.loads(child.stdout)
+    assert seen["title"] == "test page"
+    assert len(seen["pids"]) >= 3, seen  # Playwright's driver, chromium and its helpers
+    assert not live(seen["pids"]), f"processes outlived the browser: {live(seen['pids'], 0)}"
+    assert seen["profiles"] and not any(Path(p).exists() for p in seen["profiles"]), seen["profiles"]
 
 
+@pytest.mark.slow  # starts Playwright's driver: seconds
 def test_startup_failure_reports_stderr(tmp_path: Path) -> None:
     fake = tmp_path / "fake-chromium"
     fake.write_text("#!/bin/sh\necho 'cannot open display' >&2\nexit 3\n")
     fake.chmod(0o755)
-    with pytest.raises(RuntimeError, match=r"(?s)exited with 3.*cannot open display"):
-        with HeadlessChromium(str(fake)):
-            pass
+    start = "import sys\nfrom tests.demo.chromium import running\nwith running(sys.argv[1]):\n    pass\n"
+    # a child python: the sync API allows one Playwright per thread, and the session's may be running
+    child = subprocess.run([sys.executable, "-c", start, str(fake)], cwd=REPO, capture_output=True, text=True,
+                           timeout=120)  # fmt: skip
+    assert child.returncode != 0, child.stdout
+    assert re.search(r"(?s)playwright.*Error.*cannot open display.*exitCode=3", child.stderr), child.stderr[
+        -3000:
+    ]
 
 
 def test_no_chromium_and_no_root_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -160,3 +225,23 @@ def test_no_chromium_and_no_root_is_a_clear_error(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setattr(harness.os, "geteuid", lambda: 1000)
     with pytest.raises(ChromiumUnavailable, match="needs root and apt-get"):
         ensure_chromium()
+
+
+def test_launch_uses_the_system_chromium_with_the_offline_flags(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Never a downloaded browser: Playwright gets the binary's path, headless, and the offline flags."""
+    calls = []
+
+    class Chromium:
+        def launch(self, **kwargs: object) -> str:
+            calls.append(kwargs)
+            return "browser"
+
+    class Fake:
+        chromium = Chromium()
+
+    assert harness.launch(Fake(), "/usr/bin/chromium") == "browser"
+    (call,) = calls
+    assert call["executable_path"] == "/usr/bin/chromium" and call["headless"] is True
+    assert set(call["args"]) >= {"--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                                 "--disable-background-networking", "--disable-component-update",
+                                 "--disable-sync"}  # fmt: skip

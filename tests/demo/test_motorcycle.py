@@ -9,13 +9,18 @@ import numpy as np
 import pytest
 from skimage.data import stereo_motorcycle
 
-from demo.motorcycle import BASELINE_M, DOFFS_PX, FOCAL_PX, make_motorcycle
-from labelgen.kitti import read_image
-from labelgen.layout import detect_layout, lidar_depth
-from labelgen.plan import plan_shards
-from labelgen.rig import RigFrame, find_rig_frames, read_depth_png, read_lidar_points, read_rig_calibration
-from labelgen.teachers.sgbm import SgbmConfig, sgbm_disparity
-from labelgen.teachers.stereo import disparity_to_depth
+from edgedepth.demo.motorcycle import BASELINE_M, DOFFS_PX, FOCAL_PX, make_motorcycle
+from edgedepth.labelgen.kitti import read_image
+from edgedepth.labelgen.layout import detect_layout, lidar_depth
+from edgedepth.labelgen.plan import plan_shards
+from edgedepth.labelgen.rig import (
+    RigFrame,
+    find_rig_frames,
+    read_rig_calibration,
+)
+from edgedepth.labelgen.rig_arrays import read_depth_png, read_lidar_points
+from edgedepth.labelgen.teachers.sgbm import SgbmConfig, sgbm_disparity
+from edgedepth.labelgen.teachers.stereo import disparity_to_depth
 
 
 @pytest.fixture(scope="module")

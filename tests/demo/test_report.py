@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from demo.report import to_html, to_markdown, write_reports
-from demo.result import MOTORCYCLE, DemoResult, Figure, Step
+from edgedepth.demo.report import to_html, to_markdown, write_reports
+from edgedepth.demo.result import MOTORCYCLE, DemoResult, Figure, Step
 
 
 def result(out: Path) -> DemoResult:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from demo.result import KITTI, MOTORCYCLE, RIG, nice_bin_width
+from edgedepth.demo.result import KITTI, MOTORCYCLE, RIG, nice_bin_width
 
 
 def test_rig_settings_take_the_declared_depth_range_and_a_round_bin_width():

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from labelgen.teachers.weights import fetch_psmnet_kitti2015
+from edgedepth.labelgen.teachers.weights import fetch_psmnet_kitti2015
 from tests.kitti_tree import make_kitti_tree
 
 

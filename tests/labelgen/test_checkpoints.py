@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from labelgen.checkpoints import load_state_dict_file, safe_load, sha256_file
+from edgedepth.common.checkpoints import load_state_dict_file, safe_load, sha256_file
 
 
 class Payload:
@@ -102,7 +102,7 @@ def test_sha256_of_a_file(tmp_path):
 
 def test_importing_the_module_does_not_import_torch():
     """The label driver hashes checkpoints with ``sha256_file`` without paying for torch."""
-    code = "import labelgen.checkpoints, sys; assert 'torch' not in sys.modules, sorted(sys.modules)"
+    code = "import edgedepth.common.checkpoints, sys; assert 'torch' not in sys.modules, sorted(sys.modules)"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[2])
 
 

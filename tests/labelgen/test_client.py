@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from labelgen.client import PARALLEL_FRAMES, Workers, cpu_count
+from edgedepth.labelgen.client import PARALLEL_FRAMES, Workers, cpu_count
 
 
 def test_small_work_runs_here_and_nothing_is_started() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from labelgen.cluster import JOBQUEUES, cluster_options, job_script, parse_job_options
+from edgedepth.labelgen.cluster import JOBQUEUES, cluster_options, job_script, parse_job_options
 
 BASE = ["cores=2", "memory=4GB", "walltime=01:00:00"]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from labelgen.devices import resolve_device
+from edgedepth.common.devices import resolve_device
 
 
 def test_resolve_device(monkeypatch):
@@ -20,7 +20,7 @@ def test_resolve_device(monkeypatch):
 def test_keep_freed_memory_applies_on_glibc():
     import platform
 
-    from labelgen.memory import keep_freed_memory
+    from edgedepth.common.memory import keep_freed_memory
 
     applied = keep_freed_memory()
     if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":

@@ -13,15 +13,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import labelgen
-from calib.fit import fit_from_labels
-from labelgen import shards as shards_module
-from labelgen.folder import LabelFolder
-from labelgen.inspect import inspect_labels, stage_dirs, write_previews
-from labelgen.plan import PLAN_FILE, Plan, ShardPlan, load_plan, plan_shards, write_plan
-from labelgen.reader import LabelReader
-from labelgen.run import run_stages
-from labelgen.shards import DatasetSpec, ShardWriter, check_shard
+import edgedepth.labelgen as labelgen
+from edgedepth.calib.fit import fit_from_labels
+from edgedepth.labelgen import shards as shards_module
+from edgedepth.labelgen.folder import LabelFolder
+from edgedepth.labelgen.inspect import inspect_labels, stage_dirs, write_previews
+from edgedepth.labelgen.plan import PLAN_FILE, Plan, ShardPlan, load_plan, plan_shards, write_plan
+from edgedepth.labelgen.reader import LabelReader
+from edgedepth.labelgen.run import run_stages
+from edgedepth.labelgen.shards import DatasetSpec, ShardWriter, check_shard
 from tests.kitti_tree import make_kitti_tree
 
 DRIVE = "2011_09_26_drive_0001_sync"
@@ -197,10 +197,7 @@ def driver_counts(monkeypatch: pytest.MonkeyPatch) -> Iterator[collections.Count
     monkeypatch.setattr(Plan, "from_json", classmethod(counted_from_json))
     for module in list(sys.modules.values()):
         name = getattr(module, "__name__", "") or ""
-        if (
-            name.split(".")[0] in ("labelgen", "calib", "student")
-            and getattr(module, "check_shard", None) is original
-        ):
+        if name.startswith("edgedepth.") and getattr(module, "check_shard", None) is original:
             monkeypatch.setattr(module, "check_shard", counted_check)
     yield counts
 

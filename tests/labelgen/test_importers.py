@@ -12,14 +12,15 @@ import cv2
 import numpy as np
 import pytest
 
-from labelgen.importers import import_kitti_depth, import_middlebury
-from labelgen.kitti import find_frames, read_calibration
-from labelgen.layout import lidar_depth, read_frame_list
-from labelgen.plan import plan_shards, write_plan
-from labelgen.reader import LabelReader
-from labelgen.rig import RigFrame, read_depth_png, read_lidar_points, read_rig_calibration
-from labelgen.run import run_stages
-from labelgen.stages import LidarStage
+from edgedepth.labelgen.importers import import_kitti_depth, import_middlebury
+from edgedepth.labelgen.kitti import find_frames, read_calibration
+from edgedepth.labelgen.layout import lidar_depth, read_frame_list
+from edgedepth.labelgen.plan import plan_shards, write_plan
+from edgedepth.labelgen.reader import LabelReader
+from edgedepth.labelgen.rig import RigFrame, read_rig_calibration
+from edgedepth.labelgen.rig_arrays import read_depth_png, read_lidar_points
+from edgedepth.labelgen.run import run_stages
+from edgedepth.labelgen.stages import LidarStage
 
 FOCAL_THIRD, BASELINE = 3740.0 / 3, 0.16
 SCENES = ("Aloe", "Baby1")  # one held-out scene, one training scene
@@ -110,7 +111,7 @@ def test_middlebury_split_lists_and_reimport_gives_the_same_bytes(middlebury):
 
 
 def test_the_validation_scenes_are_every_fifth_training_scene():
-    from labelgen.importers.middlebury import FIT, HELDOUT, TRAINING, VALIDATION
+    from edgedepth.labelgen.importers.middlebury import FIT, HELDOUT, TRAINING, VALIDATION
 
     assert VALIDATION == ("Bowling2", "Lampshade2", "Rocks1") and len(FIT) == 12
     assert set(FIT) | set(VALIDATION) == set(TRAINING) and not set(TRAINING) & set(HELDOUT)

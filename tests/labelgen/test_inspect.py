@@ -1,4 +1,4 @@
-"""Tests of labelgen.inspect on a tiny hand-made label folder (4 stages, 2 shards, 5 frames of 24x40)."""
+"""Tests of edgedepth.labelgen.inspect on a tiny hand-made label folder (4 stages, 2 shards, 5 frames of 24x40)."""
 
 from __future__ import annotations
 
@@ -11,11 +11,12 @@ import numpy as np
 import pytest
 from matplotlib import image as mpimg
 
-from labelgen.inspect import inspect_labels, write_previews
-from labelgen.kitti import Calibration
-from labelgen.plan import Plan, ShardPlan, write_plan
-from labelgen.shards import DatasetSpec, ShardWriter, shard_path
-from labelgen.stages import ImagesStage, LidarStage, SgbmStage
+from edgedepth.labelgen.inspect import inspect_labels, write_previews
+from edgedepth.labelgen.kitti import Calibration
+from edgedepth.labelgen.plan import Plan, ShardPlan, write_plan
+from edgedepth.labelgen.shards import DatasetSpec, ShardWriter, shard_path
+from edgedepth.labelgen.stages import ImagesStage, LidarStage
+from edgedepth.labelgen.teacher_stages import SgbmStage
 
 H, W, FOCAL, BASELINE = 24, 40, 50.0, 0.54
 DATE, DRIVE = "2011_09_26", "2011_09_26_drive_0001_sync"
@@ -82,7 +83,7 @@ def _write(
     teacher: str = "",
     plan_id: str | None = None,
 ) -> None:
-    """One shard with the attributes labelgen.run writes; LIDAR_FAILED fails in the lidar stage."""
+    """One shard with the attributes edgedepth.labelgen.run writes; LIDAR_FAILED fails in the lidar stage."""
     attrs = {
         "stage": stage,
         "plan_id": plan_id or plan.plan_id,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from labelgen.kitti import (
+from edgedepth.labelgen.kitti import (
     Calibration,
     Frame,
     find_frames,
@@ -123,7 +123,7 @@ def test_public_split_lists_read_as_they_are(kitti_sample, name, lines, frames):
 def test_doffs_is_the_right_principal_point_minus_the_left(kitti_tree):
     """P_rect_03's principal point dx px right of P_rect_02's: doffs = dx, and the sgbm stage's depth
     is f * B / (d + dx) for the disparity d it finds (the tree's true disparity, SHIFT px)."""
-    from labelgen.stages import SgbmStage
+    from edgedepth.labelgen.teacher_stages import SgbmStage
     from tests.kitti_tree import BASELINE, FOCAL, SHIFT
 
     date = kitti_tree / "2011_09_26"
@@ -202,7 +202,7 @@ def test_a_split_file_that_is_not_text_is_one_line(tmp_path):
 
 
 def test_frame_ids_are_parsed_strictly(kitti_tree):
-    from labelgen.kitti import frame_id_problem
+    from edgedepth.labelgen.kitti import frame_id_problem
 
     good = "2011_09_26/2011_09_26_drive_0001_sync/0000000003"
     assert frame_id_problem(good) is None and Frame.from_id(good) == Frame(

@@ -1,4 +1,4 @@
-"""Tests of labelgen.lidar: hand-computed projections on a synthetic rig, then one real KITTI frame."""
+"""Tests of edgedepth.labelgen.lidar: hand-computed projections on a synthetic rig, then one real KITTI frame."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import cv2
 import numpy as np
 import pytest
 
-from labelgen.kitti import Calibration, read_calibration, read_velodyne
-from labelgen.lidar import depth_to_png16, png16_to_depth, project_lidar
+from edgedepth.labelgen.kitti import Calibration, read_calibration, read_velodyne
+from edgedepth.labelgen.lidar import depth_to_png16, png16_to_depth, project_lidar
 
 F, CX, CY, H, W = 100.0, 50.0, 25.0, 50, 100
 DRIVE = "2011_09_26_drive_0001_sync"

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from labelgen.plan import load_plan, plan_shards, write_plan
+from edgedepth.labelgen.plan import load_plan, plan_shards, write_plan
 
 
 def test_shards_hold_one_drive_and_at_most_shard_size_frames(kitti_tree):
@@ -113,7 +113,7 @@ def test_plan_id_is_computed_once_and_equals_the_hash_of_the_content(kitti_tree,
     import hashlib
     import json
 
-    from labelgen.plan import Plan
+    from edgedepth.labelgen.plan import Plan
 
     plan = plan_shards(kitti_tree, shard_size=2)
     expected = hashlib.sha256(json.dumps(plan._content(), sort_keys=True).encode()).hexdigest()
@@ -245,7 +245,7 @@ def test_a_40000_frame_plan_loads_in_well_under_a_second(kitti_tree, tmp_path):
     import dataclasses
     import time
 
-    from labelgen.plan import ShardPlan
+    from edgedepth.labelgen.plan import ShardPlan
 
     small = plan_shards(kitti_tree)
     shards = []

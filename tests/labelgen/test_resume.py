@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from labelgen.plan import load_plan, plan_shards, write_plan
-from labelgen.run import run_stages
-from labelgen.shards import TMP_MARK, check_shard, shard_path
+from edgedepth.labelgen.plan import load_plan, plan_shards, write_plan
+from edgedepth.labelgen.run import run_stages
+from edgedepth.labelgen.shards import TMP_MARK, check_shard, shard_path
 from tests.kitti_tree import make_kitti_tree
 from tests.labelgen.test_run import assert_same_shards
 

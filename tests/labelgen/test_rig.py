@@ -10,19 +10,24 @@ import cv2
 import numpy as np
 import pytest
 
-from labelgen.layout import detect_layout, frame_from_id, lidar_depth, lidar_depth_maps, read_frame_list
-from labelgen.plan import load_plan, missing_inputs, plan_shards, write_plan
-from labelgen.reader import LabelReader
-from labelgen.rig import (
+from edgedepth.labelgen.layout import (
+    detect_layout,
+    frame_from_id,
+    lidar_depth,
+    lidar_depth_maps,
+    read_frame_list,
+)
+from edgedepth.labelgen.plan import load_plan, missing_inputs, plan_shards, write_plan
+from edgedepth.labelgen.reader import LabelReader
+from edgedepth.labelgen.rig import (
     RigCalibration,
     RigFrame,
     find_rig_frames,
-    read_depth_png,
-    read_lidar_points,
     read_rig_calibration,
 )
-from labelgen.run import run_stages
-from labelgen.stages import SgbmStage
+from edgedepth.labelgen.rig_arrays import read_depth_png, read_lidar_points
+from edgedepth.labelgen.run import run_stages
+from edgedepth.labelgen.teacher_stages import SgbmStage
 from tests.rig_tree import BASELINE, DEPTH, DOFFS, FOCAL, SHIFT, T_CAM_LIDAR, camera_points, make_rig_tree
 
 
@@ -307,7 +312,7 @@ def test_sgbm_stage_uses_doffs_on_a_single_frame(rig_tree):
 
 
 def test_rig_frame_ids_stay_inside_the_root(rig_tree, tmp_path):
-    from labelgen.rig import frame_id_problem
+    from edgedepth.labelgen.rig import frame_id_problem
 
     assert (
         frame_id_problem("yard/frame_000") is None

@@ -11,15 +11,15 @@ import h5py
 import numpy as np
 import pytest
 
-from labelgen.kitti import find_frames, read_calibration, read_image, read_velodyne
-from labelgen.lidar import project_lidar
-from labelgen.plan import load_plan, plan_shards, write_plan
-from labelgen.reader import LabelReader
-from labelgen.report import format_reports
-from labelgen.run import run_stages
-from labelgen.shards import check_shard, shard_path
-from labelgen.teachers.sgbm import SgbmConfig, sgbm_disparity
-from labelgen.teachers.stereo import disparity_to_depth
+from edgedepth.labelgen.kitti import find_frames, read_calibration, read_image, read_velodyne
+from edgedepth.labelgen.lidar import project_lidar
+from edgedepth.labelgen.plan import load_plan, plan_shards, write_plan
+from edgedepth.labelgen.reader import LabelReader
+from edgedepth.labelgen.report import format_reports
+from edgedepth.labelgen.run import run_stages
+from edgedepth.labelgen.shards import check_shard, shard_path
+from edgedepth.labelgen.teachers.sgbm import SgbmConfig, sgbm_disparity
+from edgedepth.labelgen.teachers.stereo import disparity_to_depth
 
 FAST = {"sgbm": {"num_disparities": 32}}
 VOLATILE_ATTRS = {"created", "host", "device"}
@@ -186,7 +186,7 @@ def test_real_kitti_frame_end_to_end(kitti_sample, tmp_path):
 
 def test_a_stage_model_is_loaded_once_per_worker_process(planned, monkeypatch):
     """process_shard (the dask task) reuses the model its process already loaded."""
-    from labelgen import run, stages
+    from edgedepth.labelgen import run, stages
 
     loads = []
 
@@ -228,7 +228,7 @@ def test_the_driver_of_a_stage_without_a_model_never_imports_torch(kitti_tree, t
     teachers are imported in the workers that run them)."""
     write_plan(plan_shards(kitti_tree, shard_size=4), tmp_path)
     code = (
-        "import sys\nfrom click.testing import CliRunner\nimport cli\n"
+        "import sys\nfrom click.testing import CliRunner\nfrom edgedepth import cli\n"
         f"for _ in range(2):\n"
         f"    r = CliRunner().invoke(cli.main, ['labelgen', 'run', {str(tmp_path)!r}, '--stages', "
         "'images,lidar', '--workers', '1', '--no-progress'])\n"

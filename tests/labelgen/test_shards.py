@@ -15,14 +15,14 @@ import h5py
 import numpy as np
 import pytest
 
-from labelgen.plan import plan_shards, write_plan
-from labelgen.reader import LabelReader
-from labelgen.shards import (
+from edgedepth.common.processes import pid_alive
+from edgedepth.labelgen.plan import plan_shards, write_plan
+from edgedepth.labelgen.reader import LabelReader
+from edgedepth.labelgen.shards import (
     DatasetSpec,
     ShardReadError,
     ShardWriter,
     check_shard,
-    pid_alive,
     read_rows,
     remove_stale_tmp,
     shard_path,
@@ -215,7 +215,7 @@ IDS = ["a", "b", "c"]
 
 
 def sgbm_shard(folder, stage="sgbm", attrs=None):
-    """A complete shard as labelgen.run writes an sgbm one (4x6 frames, row 1 failed)."""
+    """A complete shard as edgedepth.labelgen.run writes an sgbm one (4x6 frames, row 1 failed)."""
     path = folder / stage / "shard-00000.h5"
     attrs = {"stage": "sgbm", "plan_id": "p1", "calibration": {"image_size": [4, 6]}, **(attrs or {})}
     with ShardWriter(path, IDS, STEREO, attrs) as w:
@@ -330,12 +330,12 @@ def test_the_image_size_comes_from_the_plan_first(tmp_path):
 def test_the_schema_table_is_what_the_stages_write(kitti_tree, tmp_path):
     """STAGE_SCHEMAS against every stage's datasets(); the corrected stage against calib apply's
     real output, which passes a full check like every shard labelgen run writes."""
-    from calib.apply import write_corrected
-    from calib.fit import fit_from_labels
-    from labelgen.folder import LabelFolder
-    from labelgen.run import run_stages
-    from labelgen.shard_schema import STAGE_SCHEMAS, stage_schema
-    from labelgen.stages import STAGES, make_stage
+    from edgedepth.calib.apply import write_corrected
+    from edgedepth.calib.fit import fit_from_labels
+    from edgedepth.labelgen.folder import LabelFolder
+    from edgedepth.labelgen.run import run_stages
+    from edgedepth.labelgen.shard_schema import STAGE_SCHEMAS, stage_schema
+    from edgedepth.labelgen.stages import STAGES, make_stage
 
     options = {"psmnet": {"checkpoint": "x.tar"}, "seg": {"checkpoint": "x.pth"}}
     variants = [(name, options.get(name, {})) for name in STAGES]
@@ -367,12 +367,12 @@ def test_the_schema_table_is_what_the_stages_write(kitti_tree, tmp_path):
 
 
 def test_shard_and_plan_modules_import_no_torch():
-    code = "import sys, labelgen.shards, labelgen.plan; sys.exit('torch' in sys.modules)"
+    code = "import sys, edgedepth.labelgen.shards, edgedepth.labelgen.plan; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
 
 
 def test_readers_give_one_line_for_a_group_or_text_where_numbers_belong(tmp_path):
-    from labelgen.shards import decode
+    from edgedepth.labelgen.shards import decode
 
     path = sgbm_shard(tmp_path)
     with h5py.File(path, "a") as f:
@@ -440,7 +440,7 @@ def fletcher32_reference(data: bytes) -> int:
 
 
 def test_the_checksum_is_hdf5s_fletcher32(tmp_path):
-    from labelgen.shard_schema import fletcher32_matches
+    from edgedepth.labelgen.shard_schema import fletcher32_matches
 
     rng = np.random.default_rng(0)
     samples = [b"", b"\x01", b"\xff" * 7, b"\xff" * 65535 * 2, bytes(1000)]

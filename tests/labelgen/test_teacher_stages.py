@@ -10,17 +10,17 @@ import numpy as np
 import pytest
 import torch
 
-from labelgen.checkpoints import sha256_file
-from labelgen.kitti import find_frames, read_calibration, read_image
-from labelgen.plan import plan_shards, write_plan
-from labelgen.reader import LabelReader
-from labelgen.run import run_stages
-from labelgen.shards import shard_path
-from labelgen.teachers.deeplab_vainf import build_vainf_deeplab
-from labelgen.teachers.psmnet import load_psmnet, predict_disparity
-from labelgen.teachers.psmnet_model import PSMNet
-from labelgen.teachers.segmentation import SegConfig, load_segmenter, predict_segmentation
-from labelgen.teachers.stereo import disparity_to_depth
+from edgedepth.common.checkpoints import sha256_file
+from edgedepth.labelgen.kitti import find_frames, read_calibration, read_image
+from edgedepth.labelgen.plan import plan_shards, write_plan
+from edgedepth.labelgen.reader import LabelReader
+from edgedepth.labelgen.run import run_stages
+from edgedepth.labelgen.shards import shard_path
+from edgedepth.labelgen.teachers.deeplab_vainf import build_vainf_deeplab
+from edgedepth.labelgen.teachers.psmnet import load_psmnet, predict_disparity
+from edgedepth.labelgen.teachers.psmnet_model import PSMNet
+from edgedepth.labelgen.teachers.segmentation import SegConfig, load_segmenter, predict_segmentation
+from edgedepth.labelgen.teachers.stereo import disparity_to_depth
 from tests.kitti_tree import make_kitti_tree
 
 

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from labelgen.client import Workers
-from labelgen.folder import LabelFolder
-from labelgen.plan import plan_shards, write_plan
-from labelgen.run import run_stages
-from labelgen.verify import STAMP_FILE, StampBook, file_signature
+from edgedepth.labelgen.client import Workers
+from edgedepth.labelgen.folder import LabelFolder
+from edgedepth.labelgen.plan import plan_shards, write_plan
+from edgedepth.labelgen.run import run_stages
+from edgedepth.labelgen.verify import STAMP_FILE, StampBook, file_signature
 from tests.kitti_tree import make_kitti_tree
 from tests.labelgen.test_folder import write_shard
 from tests.reliability.cases import flip_byte

@@ -18,11 +18,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from labelgen.lock import LOCK_FILE
-from labelgen.plan import PLAN_FILE, load_plan, plan_shards, write_plan
-from labelgen.reader import LabelReader
-from labelgen.run import run_stages
-from labelgen.shards import shard_path
+from edgedepth.common.lock import read_record
+from edgedepth.labelgen.plan import PLAN_FILE, load_plan, plan_shards, write_plan
+from edgedepth.labelgen.reader import LabelReader
+from edgedepth.labelgen.run import run_stages
+from edgedepth.labelgen.shards import shard_path
+from tests.common.lock_holders import hold, holder_record
 from tests.kitti_tree import make_kitti_tree
 
 DATE, DRIVE = "2011_09_26", "2011_09_26_drive_0001_sync"
@@ -276,10 +277,15 @@ def _nan_plan(tmp: Path) -> Setup:
 
 def _locked(tmp: Path) -> Setup:
     _, labels = planned(tmp)
-    holder = {"host": os.uname().nodename, "pid": os.getppid(), "command": "labelgen run --stages sgbm",
-              "started": "2026-12-01T00:00:00+00:00"}  # fmt: skip
-    _write(labels / LOCK_FILE, json.dumps(holder))
-    return Setup(_run_argv(tmp), str(labels), nothing_at("labels/lidar"))
+    record = holder_record("labelgen run --stages sgbm")
+    held = hold(labels, record)  # a live run: its OS lock is held (here, by a lock object of its own)
+
+    def untouched(tmp_: Path) -> None:
+        nothing_at("labels/lidar")(tmp_)
+        assert read_record(labels) == record, "the holder's record was touched"
+        held.release()
+
+    return Setup(_run_argv(tmp), str(labels), untouched)
 
 
 def _scan(values: np.ndarray | bytes) -> Callable[[Path], Path]:
@@ -405,7 +411,7 @@ def _lut(tmp: Path, text: str) -> Setup:
 def _foreign_lut(tmp: Path) -> Setup:
     from click.testing import CliRunner
 
-    import cli
+    from edgedepth import cli
 
     labelled(tmp)
     result = CliRunner().invoke(cli.main, _fit_argv(tmp))
@@ -467,8 +473,8 @@ def _predict_argv(tmp: Path, checkpoint: Path) -> list[str]:
 
 
 def _arch_mismatch_checkpoint(tmp: Path) -> Path:
-    from student.checkpoint import save_checkpoint
-    from student.config import ModelConfig
+    from edgedepth.student.model.checkpoint import save_checkpoint
+    from edgedepth.student.model.config import ModelConfig
 
     cfg = ModelConfig(variant="L", input_size=(64, 96), arch="paper")
     model = ModelConfig(variant="L", input_size=(64, 96), arch="fast").build()  # weights of the other decoder

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from calib.lut import MAX_BINS, fit_lut
+from edgedepth.calib.lut import MAX_BINS, fit_lut
 from tests.reliability.cases import Case, Setup, _fit_argv, labelled, nothing_at
 
 Edit = Callable[[dict, int], None]
@@ -48,7 +48,7 @@ def _fitted_table(tmp: Path) -> Path:
     """``calib fit`` on a labelled folder (lidar, sgbm): the table a user has."""
     from click.testing import CliRunner
 
-    import cli
+    from edgedepth import cli
 
     result = CliRunner().invoke(cli.main, _fit_argv(tmp))
     assert result.exit_code == 0, result.output

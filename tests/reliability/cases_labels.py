@@ -1,9 +1,9 @@
 """Bad-input cases of plan and shard files read at the door (issue 19, red-team faults 3, 6, 7, 9, 11).
 
 A hand-edited or crafted ``plan.json`` fails in the driver with one line naming the file and the
-field, before any dask task (``labelgen.plan_check``); a split file that leaves the data root or is
+field, before any dask task (``edgedepth.labelgen.plan_check``); a split file that leaves the data root or is
 not text names the file and the line; a shard that breaks the documented schema is ``invalid``
-(``labelgen.shard_schema``): ``inspect`` names it, ``calib fit`` refuses it, and no reader takes it
+(``edgedepth.labelgen.shard_schema``): ``inspect`` names it, ``calib fit`` refuses it, and no reader takes it
 as good. ``LABELS_REDTEAM_CASES`` joins ``cases.CASES``.
 """
 
@@ -16,9 +16,9 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from labelgen.plan import PLAN_FILE
-from labelgen.reader import LabelReader
-from labelgen.shards import shard_path
+from edgedepth.labelgen.plan import PLAN_FILE
+from edgedepth.labelgen.reader import LabelReader
+from edgedepth.labelgen.shards import shard_path
 from tests.reliability.cases import (
     DATE,
     DRIVE,

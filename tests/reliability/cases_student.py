@@ -8,7 +8,6 @@ into the catalogue by ``cases.py``; docs/reliability.md lists them.
 from __future__ import annotations
 
 import json
-import os
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -16,7 +15,8 @@ from typing import Any
 
 import torch
 
-from labelgen.lock import LOCK_FILE
+from edgedepth.common.lock import LOCK_FILE, RECORD_FILE, read_record
+from tests.common.lock_holders import hold, holder_record
 from tests.reliability.cases import DATE, DRIVE, Case, Setup, nothing_at, tree
 
 CKPT_SIZE = (64, 96)  # (height, width) of the crafted checkpoints' input
@@ -34,8 +34,8 @@ def _checkpoint(
     name: str = "ckpt.pt",
 ) -> Path:
     """A student checkpoint of a fresh L network, with its weights or settings edited."""
-    from student.checkpoint import save_checkpoint
-    from student.config import ModelConfig
+    from edgedepth.student.model.checkpoint import save_checkpoint
+    from edgedepth.student.model.config import ModelConfig
 
     torch.manual_seed(0)
     cfg = ModelConfig(variant="L", input_size=CKPT_SIZE)
@@ -179,7 +179,7 @@ def _trained(tmp: Path) -> list[str]:
     """A finished one-step run in tmp/run; returns the command line that resumes it."""
     from click.testing import CliRunner
 
-    import cli
+    from edgedepth import cli
 
     argv = _train_argv(tmp, _labels(tmp))
     result = CliRunner().invoke(cli.main, argv)
@@ -253,13 +253,13 @@ def _locked(tmp: Path) -> Setup:
     labels = _labels(tmp)
     run = tmp / "run"
     run.mkdir()
-    holder = {"host": os.uname().nodename, "pid": os.getppid(), "command": "student train --out run",
-              "started": "2026-12-01T00:00:00+00:00"}  # fmt: skip
-    (run / LOCK_FILE).write_text(json.dumps(holder))
+    record = holder_record("student train --out run")
+    held = hold(run, record)  # a live training: its OS lock is held (here, by a lock object of its own)
 
     def kept(tmp_: Path) -> None:
-        assert json.loads((run / LOCK_FILE).read_text()) == holder, "the holder's lock was taken"
-        assert sorted(p.name for p in run.iterdir()) == [LOCK_FILE], sorted(run.iterdir())
+        assert read_record(run) == record, "the holder's record was touched"
+        assert sorted(p.name for p in run.iterdir()) == [LOCK_FILE, RECORD_FILE], sorted(run.iterdir())
+        held.release()
 
     return Setup(_train_argv(tmp, labels), str(run), kept)
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-import cli
+from edgedepth import cli
 from tests.reliability.catalogue import CASES, FAMILIES, Case
 
 ROOT = Path(__file__).resolve().parents[2]

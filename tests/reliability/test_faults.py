@@ -18,11 +18,12 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-import cli
-from labelgen.lock import LOCK_FILE
-from labelgen.plan import load_plan, plan_shards, write_plan
-from labelgen.run import run_stages
-from labelgen.shards import TMP_MARK, check_shard, shard_path
+from edgedepth import cli
+from edgedepth.common.lock import LOCK_FILE, RECORD_FILE
+from edgedepth.labelgen.plan import load_plan, plan_shards, write_plan
+from edgedepth.labelgen.run import run_stages
+from edgedepth.labelgen.shards import TMP_MARK, check_shard, shard_path
+from tests.common.lock_holders import holder_record, leave_stale
 from tests.kitti_tree import make_kitti_tree
 from tests.labelgen.test_run import assert_same_shards
 from tests.reliability.cases import flip_byte
@@ -122,18 +123,17 @@ def test_a_stale_lock_is_taken_over_and_a_live_one_refuses(small, tmp_path):
     labels = fresh(tree, tmp_path / "labels")
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    holder = {"host": os.uname().nodename, "pid": dead.pid, "command": "labelgen run", "started": "then"}
-    (labels / LOCK_FILE).write_text(json.dumps(holder))
+    leave_stale(labels, holder_record("labelgen run", pid=dead.pid, started="then"))  # no OS lock
     result = invoke("labelgen", "run", labels, "--stages", "lidar", "--workers", "1", "--no-progress")
     assert result.exit_code == 0, result.output
-    assert not (labels / LOCK_FILE).exists()  # released at the end
+    assert not (labels / LOCK_FILE).exists() and not (labels / RECORD_FILE).exists()  # released at the end
     run = subprocess.Popen(
         [BIN / "edgedepth", "labelgen", "run", labels, "--stages", "sgbm", "--workers", "1", "--no-progress"],
         start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     try:
         deadline = time.monotonic() + 60
-        while not (labels / LOCK_FILE).exists() and time.monotonic() < deadline:
+        while not (labels / RECORD_FILE).exists() and time.monotonic() < deadline:  # written once locked
             time.sleep(0.01)
         second = invoke("labelgen", "run", labels, "--stages", "sgbm", "--workers", "1", "--no-progress")
         assert (
@@ -176,6 +176,7 @@ def test_kills_at_random_moments_resume_to_the_uninterrupted_result(tmp_path):
     final = subprocess.run(command, capture_output=True, text=True, check=False)
     assert final.returncode == 0, final.stdout + final.stderr
     assert not list(labels.rglob(f"*{TMP_MARK}*")) and not (labels / LOCK_FILE).exists()
+    assert not (labels / RECORD_FILE).exists()
     assert_same_shards(expected, labels, STAGES)
     assert done == sorted(done), done  # no kill lost a shard that was already complete
 

@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-import cli
-from labelgen.atomic import atomic_writer, check_writable
-from labelgen.lock import LOCK_FILE
-from student import run_folder as rf
+from edgedepth import cli
+from edgedepth.common.atomic import atomic_writer, check_writable
+from edgedepth.common.lock import LOCK_FILE, RECORD_FILE, read_record
+from edgedepth.student.train import run_folder as rf
 from tests.reliability.cases import DATE, DRIVE, tree
 from tests.reliability.cases_student import FIRST_CONV, _checkpoint, _fill
 from tests.student.labelfolder import make_label_folder
@@ -58,8 +58,9 @@ def wait_for(path: Path, process: subprocess.Popen, seconds: float = 180) -> Non
 
 def test_a_second_training_on_one_run_folder_is_refused_and_a_dead_holder_is_taken_over(labels, tmp_path):
     """Two `student train --out RUN` at once: the second is refused with one line naming the first
-    (its pid), and leaves the first's files alone. Killed with SIGKILL, the first leaves a stale lock
-    and a folder without a checkpoint: a plain retry with other settings takes both over."""
+    (its pid), and leaves the first's files alone. Killed with SIGKILL, the first leaves its lock
+    file and record (its OS lock went with it) and a folder without a checkpoint: a plain retry with
+    other settings takes both over."""
     run = tmp_path / "run"
     first = subprocess.Popen(
         [str(BIN / "edgedepth"), *map(str, train_argv(labels, run, 1_000_000))],
@@ -73,17 +74,17 @@ def test_a_second_training_on_one_run_folder_is_refused_and_a_dead_holder_is_tak
         line = one_error_line(invoke(*train_argv(labels, run)))
         assert f"{run}: in use by student train --out {run} (pid {first.pid} on" in line
         assert first.poll() is None, "the second training disturbed the first"
-        assert json.loads((run / LOCK_FILE).read_text())["pid"] == first.pid
+        assert read_record(run)["pid"] == first.pid
         assert (run / rf.CONFIG_FILE).read_bytes() == config_before
     finally:
         first.send_signal(signal.SIGKILL)
         first.wait(timeout=60)
-    assert json.loads((run / LOCK_FILE).read_text())["pid"] == first.pid  # stale now: its process is gone
+    assert read_record(run)["pid"] == first.pid  # stale now: its process (and OS lock) is gone
     assert not rf.checkpoints_of(run)
 
     retry = invoke(*train_argv(labels, run, 2))  # other settings than the killed start: it was no run yet
     assert retry.exit_code == 0, retry.output
-    assert not (run / LOCK_FILE).exists()
+    assert not (run / LOCK_FILE).exists() and not (run / RECORD_FILE).exists()
     saved = json.loads((run / rf.CONFIG_FILE).read_text())
     assert saved["train"]["iters_per_epoch"] == 2 and (run / rf.LAST).is_file()
 

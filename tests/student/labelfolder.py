@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from labelgen.plan import plan_shards, write_plan
-from labelgen.shards import DatasetSpec, ShardWriter, shard_path
+from edgedepth.labelgen.plan import plan_shards, write_plan
+from edgedepth.labelgen.shards import DatasetSpec, ShardWriter, shard_path
 from tests.kitti_tree import make_kitti_tree
 
 SIZE = (64, 128)  # (height, width) of the synthetic frames
@@ -41,7 +41,7 @@ def write_stage(
     labels: Path, stage: str, specs: Mapping[str, DatasetSpec], frames: Mapping[str, dict]
 ) -> None:
     """Shards of ``stage`` for every planned frame; frames missing from ``frames`` are failed rows."""
-    from labelgen.plan import load_plan
+    from edgedepth.labelgen.plan import load_plan
 
     plan = load_plan(labels)
     for shard in plan.shards:
@@ -71,7 +71,7 @@ def make_label_folder(
     tree = make_kitti_tree(root / "kitti", dict(drives), {d[:10]: size for d in drives})
     labels = root / "labels"
     write_plan(plan_shards(tree), labels)
-    from labelgen.plan import load_plan
+    from edgedepth.labelgen.plan import load_plan
 
     ids = load_plan(labels).frame_ids
     scenes = {fid: scene(i, size) for i, fid in enumerate(ids)}

@@ -13,13 +13,14 @@ import h5py
 import numpy as np
 import pytest
 
-from labelgen.folder import LabelFolder
-from labelgen.plan import plan_shards, write_plan
-from labelgen.run import run_stages
-from student import ablate_runs
-from student.ablate import AblateSettings, available_configs, run_ablation
-from student.ablate_report import mean_ci
-from student.model import build_student, count_parameters
+from edgedepth.labelgen.folder import LabelFolder
+from edgedepth.labelgen.plan import plan_shards, write_plan
+from edgedepth.labelgen.run import run_stages
+from edgedepth.student.ablate import runs as ablate_runs
+from edgedepth.student.ablate.report import mean_ci
+from edgedepth.student.ablate.study import AblateSettings, available_configs, run_ablation
+from edgedepth.student.model.build import build_student
+from edgedepth.student.model.network import count_parameters
 from tests.rig_tree import DEPTH_RANGE, frame_name, make_rig_tree
 
 LO, HI = DEPTH_RANGE
@@ -148,7 +149,7 @@ def test_held_out_frames_may_not_train(data, tmp_path):
 
 def test_the_bias_table_is_a_median_over_training_frames_only(data, tmp_path):
     """teacher_lut's table: per-bin median of lidar - teacher over the training frames, against NumPy."""
-    from calib.lut import load_lut
+    from edgedepth.calib.lut import load_lut
 
     train_ids = set(data["train"].read_text().split())
     out = tmp_path / "lut.json"

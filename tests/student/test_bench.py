@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from student.bench import VariantRow, format_table, plot_latency, summarize_variants
-from student.model import build_student, count_macs
+from edgedepth.student.deploy.bench import VariantRow, format_table, plot_latency, summarize_variants
+from edgedepth.student.model.build import build_student
+from edgedepth.student.model.network import count_macs
 
 
 def test_rows_match_the_model_functions():
@@ -34,6 +35,6 @@ def test_latency_chart_is_a_png(tmp_path):
 
 
 def test_backend_bench_is_reachable_from_bench():
-    from student import bench, speed
+    from edgedepth.student.deploy import bench, speed, speed_result
 
-    assert bench.bench_variants is speed.bench_variants and bench.BenchResult is speed.BenchResult
+    assert bench.bench_variants is speed.bench_variants and bench.BenchResult is speed_result.BenchResult

@@ -6,8 +6,8 @@ import cv2
 import numpy as np
 import pytest
 
-from labelgen.reader import LabelReader
-from student.calibration import calibration_frames, to_export_input
+from edgedepth.labelgen.reader import LabelReader
+from edgedepth.student.deploy.calibration import calibration_frames, to_export_input
 from tests.student.labelfolder import make_label_folder
 
 

@@ -10,10 +10,16 @@ import time
 import pytest
 import torch
 
-from student.checkpoint import check_weights
-from student.config import MAX_BATCH_SIZE, MAX_NUM_CLASSES, MAX_TOTAL_STEPS, ModelConfig, TrainConfig
-from student.sampler import EpochSampler, epoch_order
-from student.validation import validation_subset
+from edgedepth.student.model.checkpoint import check_weights
+from edgedepth.student.model.config import (
+    MAX_BATCH_SIZE,
+    MAX_NUM_CLASSES,
+    MAX_TOTAL_STEPS,
+    ModelConfig,
+    TrainConfig,
+)
+from edgedepth.student.train.sampler import EpochSampler, epoch_order
+from edgedepth.student.train.validation import validation_subset
 
 NAN, INF = math.nan, math.inf
 
@@ -21,8 +27,8 @@ NAN, INF = math.nan, math.inf
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"variant": 4}, "model setting variant 4 is unknown; choose one of L, M, S, XS"),
-        ({"variant": "XL"}, "model setting variant 'XL' is unknown"),
+        ({"variant": 4}, "unknown model setting variant 4; choose one of L, M, S, XS"),
+        ({"variant": "XL"}, "unknown model setting variant 'XL'"),
         (
             {"num_classes": 10**9},
             f"num_classes must be a whole number in 1..{MAX_NUM_CLASSES}, got 1000000000",
@@ -30,9 +36,9 @@ NAN, INF = math.nan, math.inf
         ({"num_classes": 2.5}, "num_classes must be a whole number"),
         ({"num_classes": True}, "num_classes must be a whole number"),
         ({"seg": "yes"}, "model setting seg must be true or false"),
-        ({"depth_space": ["log"]}, "model setting depth_space ['log'] is unknown"),
-        ({"arch": None}, "model setting arch None is unknown"),
-        ({"encoder_style": 3}, "model setting encoder_style 3 is unknown"),
+        ({"depth_space": ["log"]}, "unknown model setting depth_space ['log']"),
+        ({"arch": None}, "unknown model setting arch None"),
+        ({"encoder_style": 3}, "unknown model setting encoder_style 3"),
         ({"input_size": [64, 10**9]}, "input_size [64, 1000000000]: each side must be 1..8192 pixels"),
         ({"input_size": [64]}, "input_size must be 2 whole numbers"),
         ({"input_size": "64x96"}, "input_size must be 2 whole numbers"),

@@ -1,4 +1,4 @@
-"""student.curves: the training-curve figure for one and several epochs, with and without validation."""
+"""edgedepth.student.train.curves: the training-curve figure for one and several epochs, with and without validation."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
-from student.curves import plot_training_curves
+from edgedepth.student.train.curves import plot_training_curves
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

@@ -11,24 +11,23 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from calib.fit import fit_from_labels
-from calib.lut import apply_lut
-from labelgen.kitti import find_frames
-from labelgen.plan import load_plan, plan_shards, write_plan
-from labelgen.reader import LabelReader
-from labelgen.run import run_stages
-from labelgen.teachers.deeplab_vainf import build_vainf_deeplab
-from student.data import (
-    MEAN,
-    STD,
+from edgedepth.calib.fit import fit_from_labels
+from edgedepth.calib.lut import apply_lut
+from edgedepth.labelgen.kitti import find_frames
+from edgedepth.labelgen.plan import load_plan, plan_shards, write_plan
+from edgedepth.labelgen.reader import LabelReader
+from edgedepth.labelgen.run import run_stages
+from edgedepth.labelgen.teachers.deeplab_vainf import build_vainf_deeplab
+from edgedepth.student.model.build import build_student
+from edgedepth.student.model.preprocess import MEAN, STD
+from edgedepth.student.train.data import (
     LabelDataset,
     check_lut,
     colour_jitter,
     find_sources,
     split_by_drive,
 )
-from student.losses import MultiScaleLoss
-from student.model import build_student
+from edgedepth.student.train.losses import MultiScaleLoss
 from tests.kitti_tree import make_kitti_tree
 
 SIZE = (64, 128)
@@ -207,7 +206,7 @@ def test_missing_stages_are_named(labels, tmp_path):
 def test_crop_zoom_cuts_the_same_window_from_image_and_labels(tmp_path):
     """With crop_zoom the sample is a random window of 1/z of each side, resized, its depth divided
     by z: image, depth and classes stay aligned."""
-    from student.data import crop_window
+    from edgedepth.student.train.data import crop_window
     from tests.student.labelfolder import make_label_folder
 
     labels = make_label_folder(tmp_path, {"2011_09_26_drive_0001_sync": 1}, lidar=False)

@@ -18,9 +18,9 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch.nn.parallel import DistributedDataParallel
 
-from student.config import ModelConfig
-from student.distributed import DistributedReducer, GlobalBatchNorm2d, convert_batchnorm
-from student.losses import MultiScaleLoss
+from edgedepth.student.model.config import ModelConfig
+from edgedepth.student.train.distributed import DistributedReducer, GlobalBatchNorm2d, convert_batchnorm
+from edgedepth.student.train.losses import MultiScaleLoss
 
 SIZE = (32, 64)
 

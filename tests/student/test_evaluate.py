@@ -1,4 +1,4 @@
-"""Tests for student.evaluate on the real KITTI frame, against an independent computation in the test."""
+"""Tests for edgedepth.student.evaluate.evaluation on the real KITTI frame, against an independent computation in the test."""
 
 from __future__ import annotations
 
@@ -13,19 +13,19 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from labelgen.checkpoints import sha256_file
-from labelgen.kitti import Frame, read_calibration, read_split_file, read_velodyne
-from student.checkpoint import save_checkpoint
-from student.config import ModelConfig
-from student.eval_frames import EvalSet
-from student.evaluate import (
+from edgedepth.common.checkpoints import sha256_file
+from edgedepth.labelgen.kitti import Frame, read_calibration, read_split_file, read_velodyne
+from edgedepth.student.evaluate.evaluation import (
     CSV_COLUMNS,
     EvalResult,
     evaluate_checkpoint,
     resolve_split,
 )
-from student.groundtruth import lidar_groundtruth
-from student.metrics import METRIC_NAMES
+from edgedepth.student.evaluate.frames import EvalSet
+from edgedepth.student.evaluate.groundtruth import lidar_groundtruth
+from edgedepth.student.evaluate.metrics import METRIC_NAMES
+from edgedepth.student.model.checkpoint import save_checkpoint
+from edgedepth.student.model.config import ModelConfig
 
 DATE, DRIVE, INDEX = "2011_09_26", "2011_09_26_drive_0001_sync", 5
 FRAME_ID = f"{DATE}/{DRIVE}/{INDEX:010d}"
@@ -57,7 +57,7 @@ def one_frame(tmp_path) -> Path:
 def _expected(
     model, cfg, kitti_sample: Path, gt: str, crop: str, resize_in: str, side: str
 ) -> dict[str, float]:
-    """The seven metrics of the real frame, computed step by step without student.metrics / evaluate."""
+    """The seven metrics of the real frame, computed step by step without edgedepth.student.evaluate.metrics / evaluate."""
     cam = 2 if side == "l" else 3
     image_path = kitti_sample / DATE / DRIVE / f"image_0{cam}" / "data" / f"{INDEX:010d}.png"
     rgb = cv2.imread(str(image_path), cv2.IMREAD_COLOR)[:, :, ::-1]

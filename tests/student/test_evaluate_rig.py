@@ -13,12 +13,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from labelgen.plan import plan_shards, write_plan
-from labelgen.run import run_stages
-from student.checkpoint import save_checkpoint
-from student.config import ModelConfig
-from student.eval_frames import EvalSet
-from student.evaluate import evaluate_checkpoint, score_constant, score_teacher
+from edgedepth.labelgen.plan import plan_shards, write_plan
+from edgedepth.labelgen.run import run_stages
+from edgedepth.student.evaluate.evaluation import evaluate_checkpoint, score_constant, score_teacher
+from edgedepth.student.evaluate.frames import EvalSet
+from edgedepth.student.model.checkpoint import save_checkpoint
+from edgedepth.student.model.config import ModelConfig
 from tests.rig_tree import DEPTH_RANGE, frame_name, make_rig_tree
 
 SIZE = (64, 160)  # the rig tree's images and the network input

@@ -11,12 +11,12 @@ import pytest
 import torch
 from skimage import data
 
-from student import onnx_checks
-from student.calibration import to_export_input
-from student.checkpoint import load_student, save_checkpoint
-from student.config import ModelConfig
-from student.export import ExportModel, export_onnx
-from student.model import VARIANTS
+from edgedepth.student.deploy import onnx_checks
+from edgedepth.student.deploy.calibration import to_export_input
+from edgedepth.student.deploy.export import ExportModel, export_onnx
+from edgedepth.student.model.checkpoint import load_student, save_checkpoint
+from edgedepth.student.model.config import ModelConfig
+from edgedepth.student.model.network import VARIANTS
 from tests.student.labelfolder import make_label_folder
 
 SIZE = (64, 96)

@@ -1,4 +1,4 @@
-"""Tests for student.groundtruth: the public raw-LiDAR GT protocol and KITTI's annotated maps."""
+"""Tests for edgedepth.student.evaluate.groundtruth: the public raw-LiDAR GT protocol and KITTI's annotated maps."""
 
 from __future__ import annotations
 
@@ -8,8 +8,12 @@ import cv2
 import numpy as np
 import pytest
 
-from labelgen.kitti import Calibration, Frame, read_calibration, read_velodyne
-from student.groundtruth import annotated_groundtruth_path, lidar_groundtruth, read_annotated
+from edgedepth.labelgen.kitti import Calibration, Frame, read_calibration, read_velodyne
+from edgedepth.student.evaluate.groundtruth import (
+    annotated_groundtruth_path,
+    lidar_groundtruth,
+    read_annotated,
+)
 
 DATE, DRIVE, INDEX = "2011_09_26", "2011_09_26_drive_0001_sync", 5
 FOCAL = 8.0

@@ -26,16 +26,18 @@ os.environ["KERAS_BACKEND"] = "torch"  # before Keras is imported; CI installs i
 keras = pytest.importorskip("keras")
 from keras.src.legacy.saving.legacy_h5_format import save_weights_to_hdf5_group  # noqa: E402
 
-from student import onnx_checks  # noqa: E402
-from student.config import ModelConfig  # noqa: E402
-from student.keras_weights import (  # noqa: E402
+from edgedepth.student.deploy import onnx_checks  # noqa: E402
+from edgedepth.student.model.build import build_student  # noqa: E402
+from edgedepth.student.model.config import ModelConfig  # noqa: E402
+from edgedepth.student.model.encoder_weights import load_encoder_weights  # noqa: E402
+from edgedepth.student.model.keras_weights import (  # noqa: E402
     is_keras_weights_file,
     keras_shapes,
     keras_to_torchvision,
     load_keras_encoder,
     read_keras_mobilenet_v2,
 )
-from student.model import KERAS_BN_EPS, build_student, load_encoder_weights  # noqa: E402
+from edgedepth.student.model.network import KERAS_BN_EPS  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings(  # Keras's torch backend, on every variable read
     "ignore:__array__ implementation doesn't accept a copy keyword:DeprecationWarning"

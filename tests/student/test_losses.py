@@ -1,4 +1,4 @@
-"""Tests for student.losses, checked against an independent NumPy reference."""
+"""Tests for edgedepth.student.train.losses, checked against an independent NumPy reference."""
 
 from __future__ import annotations
 
@@ -8,14 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-from student.losses import (
+from edgedepth.student.model.depth_code import g_inverse, g_transform
+from edgedepth.student.train.losses import (
     LossTerms,
     MultiScaleLoss,
     depth_loss,
     downsample_depth,
     downsample_labels,
-    g_inverse,
-    g_transform,
 )
 
 SIZES = [(4, 6), (8, 12), (16, 24), (32, 48)]

@@ -1,4 +1,4 @@
-"""Tests for student.metrics; expected values are derived by hand in the comments."""
+"""Tests for edgedepth.student.evaluate.metrics; expected values are derived by hand in the comments."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from student.metrics import (
+from edgedepth.student.evaluate.metrics import (
     METRIC_NAMES,
     DepthMetrics,
     compute_errors,

@@ -9,18 +9,19 @@ import torch
 from torch import nn
 from torchvision.models import mobilenet_v2
 
-from student.losses import MultiScaleLoss, g_inverse
-from student.model import (
+from edgedepth.student.model.build import build_student
+from edgedepth.student.model.depth_code import g_inverse
+from edgedepth.student.model.network import (
     ARCHS,
     VARIANTS,
     BlockOutput,
     KerasPadConv2d,
-    build_student,
     count_macs,
     count_parameters,
     load_student_weights,
     output_size,
 )
+from edgedepth.student.train.losses import MultiScaleLoss
 
 KITTI = (320, 1056)  # (height, width): the paper's training size
 EDGE = (320, 480)  # the paper's Table VI size
@@ -73,6 +74,13 @@ def test_parameters_and_multiply_adds_are_pinned(arch):
     assert count_macs(model, KITTI) == macs == conv_macs_by_hooks(model, KITTI)
     if arch == "paper":  # the paper's budget: 0.32 M parameters, 2.1 G multiply-adds
         assert 0.30e6 <= params <= 0.34e6 and 1.9e9 <= macs <= 2.3e9
+
+
+@pytest.mark.parametrize("arch", sorted(ARCHS))
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_multiply_adds_equal_a_per_convolution_count_for_every_variant(variant, arch):
+    model = build_student(variant, num_classes=19, seg=True, arch=arch, return_classes=True)
+    assert count_macs(model, KITTI) == conv_macs_by_hooks(model, KITTI)
 
 
 def test_multiply_adds_agree_with_torchs_flop_counter(full_model):
@@ -285,8 +293,8 @@ def test_every_parameter_gets_a_finite_gradient_from_the_loss():
 
 def test_version_1_checkpoints_load_as_the_fast_decoder(tmp_path):
     """Checkpoints written before ``arch`` existed hold the decoder now called ``fast``."""
-    from student.checkpoint import FORMAT, load_student, read_checkpoint
-    from student.config import ModelConfig
+    from edgedepth.student.model.checkpoint import FORMAT, load_student, read_checkpoint
+    from edgedepth.student.model.config import ModelConfig
 
     fast = ModelConfig(input_size=(64, 96), arch="fast")
     old_config = {

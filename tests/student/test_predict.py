@@ -1,4 +1,4 @@
-"""student.predict on real photographs (scikit-image) with a randomly initialised student checkpoint."""
+"""edgedepth.student.evaluate.predict on real photographs (scikit-image) with a randomly initialised student checkpoint."""
 
 from __future__ import annotations
 
@@ -13,11 +13,11 @@ from PIL import Image
 from skimage import data as skdata
 from torch import nn
 
-from labelgen.inspect import seg_palette
-from student.checkpoint import load_student, save_checkpoint
-from student.config import ModelConfig
-from student.data import preprocess_image
-from student.predict import Prediction, find_images, output_stems, predict_images
+from edgedepth.labelgen.inspect import seg_palette
+from edgedepth.student.evaluate.predict import Prediction, find_images, output_stems, predict_images
+from edgedepth.student.model.checkpoint import load_student, save_checkpoint
+from edgedepth.student.model.config import ModelConfig
+from edgedepth.student.model.preprocess import preprocess_image
 
 SIZE = (64, 128)  # network input (height, width)
 
@@ -73,7 +73,7 @@ def _reference(checkpoint: Path, image: np.ndarray) -> tuple[np.ndarray, np.ndar
 
 
 def _cfg(checkpoint: Path) -> dict:
-    from student.checkpoint import read_checkpoint
+    from edgedepth.student.model.checkpoint import read_checkpoint
 
     return read_checkpoint(checkpoint)["model_config"]
 

@@ -1,4 +1,4 @@
-"""Backend speed rows (student.speed) on a tiny input, and the FastDepth-class baseline's size."""
+"""Backend speed rows (edgedepth.student.deploy.speed) on a tiny input, and the FastDepth-class baseline's size."""
 
 from __future__ import annotations
 
@@ -9,11 +9,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from student.checkpoint import load_student, save_checkpoint
-from student.config import ModelConfig
-from student.export import export_onnx
-from student.model import count_macs, count_parameters
-from student.speed import BenchResult, BenchRow, bench_variants, latency_stats
+from edgedepth.student.deploy.export import export_onnx
+from edgedepth.student.deploy.speed import bench_variants
+from edgedepth.student.deploy.speed_result import BenchResult, BenchRow
+from edgedepth.student.deploy.timing import latency_stats
+from edgedepth.student.model.checkpoint import load_student, save_checkpoint
+from edgedepth.student.model.config import ModelConfig
+from edgedepth.student.model.network import count_macs, count_parameters
 
 SIZE = (64, 96)
 ROOT = Path(__file__).resolve().parents[2]

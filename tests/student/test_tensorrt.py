@@ -15,20 +15,17 @@ import pytest
 import torch
 from onnx import TensorProto, helper
 
-from student.calibration import calibration_frames, to_export_input
-from student.tensorrt import (
+from edgedepth.student.deploy.calibration import calibration_frames, to_export_input
+from edgedepth.student.deploy.device_commands import trtexec_command
+from edgedepth.student.deploy.onnx_inspect import onnx_has_fp16, onnx_has_qdq, onnx_inputs
+from edgedepth.student.deploy.tensorrt import (
     EngineBuildError,
     TensorRTUnavailable,
     build_engine,
     calibration_batches,
     make_calibrator,
-    onnx_has_fp16,
-    onnx_has_qdq,
-    onnx_inputs,
-    plan_build,
-    tensorrt_generation,
-    trtexec_command,
 )
+from edgedepth.student.deploy.tensorrt_plan import plan_build, tensorrt_generation
 from tests.student.labelfolder import make_label_folder
 
 # ---------------------------------------------------------------------------------------------

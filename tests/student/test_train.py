@@ -16,11 +16,11 @@ import numpy as np
 import pytest
 import torch
 
-from student import run_folder as rf
-from student.checkpoint import load_student, read_checkpoint
-from student.config import ModelConfig, TrainConfig
-from student.data import LabelDataset
-from student.train import train
+from edgedepth.student.model.checkpoint import load_student, read_checkpoint
+from edgedepth.student.model.config import ModelConfig, TrainConfig
+from edgedepth.student.train import run_folder as rf
+from edgedepth.student.train.data import LabelDataset
+from edgedepth.student.train.loop import train
 from tests.student.labelfolder import make_label_folder
 
 SIZE = (32, 64)  # training input (h, w): small enough for hundreds of CPU steps
@@ -255,7 +255,7 @@ def test_two_process_ddp_equals_one_process_with_the_same_global_batch(labels, t
     ddp = _torchrun([*common, "--out", str(tmp_path / "ddp"), "--batch-size", "2"], env)
     assert ddp.returncode == 0, ddp.stderr[-3000:]
     single = subprocess.run(
-        [sys.executable, "-m", "cli", *common, "--out", str(tmp_path / "one"), "--batch-size", "4"],
+        [sys.executable, "-m", "edgedepth.cli", *common, "--out", str(tmp_path / "one"), "--batch-size", "4"],
         capture_output=True,
         text=True,
         env=env,
@@ -311,7 +311,7 @@ def test_mixed_precision_and_encoder_weights(labels, tmp_path):
 
 
 def test_frame_lists_choose_the_training_and_validation_frames(labels, tmp_path):
-    from labelgen.plan import load_plan
+    from edgedepth.labelgen.plan import load_plan
 
     frames = load_plan(labels).frame_ids  # 3 frames of drive 1, 2 of drive 2
     (tmp_path / "train.txt").write_text("\n".join(frames[:2]) + "\n")
@@ -340,8 +340,8 @@ def test_frame_lists_choose_the_training_and_validation_frames(labels, tmp_path)
 
 def test_rig_data_sets_the_label_and_log_depth_ranges(tmp_path):
     """calib.json's depth_range_m becomes the label range and the log space's (m, M)."""
-    from labelgen.plan import plan_shards, write_plan
-    from labelgen.run import run_stages
+    from edgedepth.labelgen.plan import plan_shards, write_plan
+    from edgedepth.labelgen.run import run_stages
     from tests.rig_tree import DEPTH_RANGE, make_rig_tree
 
     root = make_rig_tree(tmp_path / "rig", {"seq_a": 2, "seq_b": 1})
@@ -368,7 +368,7 @@ def test_rig_data_sets_the_label_and_log_depth_ranges(tmp_path):
 def test_validation_is_a_capped_fixed_subset_at_the_training_size_kept_on_resume(tmp_path, monkeypatch):
     """6 held-out frames, --val-max-frames 3: the same 3 frames every epoch and after a resume,
     recorded in split.json and config.json, scored at the training input size (labels and LiDAR)."""
-    import student.train as train_module
+    import edgedepth.student.train.loop as train_module
 
     held = "2011_09_26_drive_0002_sync"
     labels = make_label_folder(tmp_path, {"2011_09_26_drive_0001_sync": 2, held: 6}, seg=False)

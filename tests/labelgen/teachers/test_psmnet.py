@@ -14,9 +14,9 @@ import pytest
 import torch
 from torch import nn
 
-from labelgen.kitti import read_calibration
-from labelgen.teachers import psmnet
-from labelgen.teachers.psmnet import (
+from edgedepth.labelgen.kitti import read_calibration
+from edgedepth.labelgen.teachers import psmnet
+from edgedepth.labelgen.teachers.psmnet import (
     PSMNet,
     crop_from_network,
     load_psmnet,
@@ -27,7 +27,7 @@ from labelgen.teachers.psmnet import (
     predict_disparity_batch,
     psmnet_disparity,
 )
-from labelgen.teachers.stereo import disparity_to_depth, lr_check_mask
+from edgedepth.labelgen.teachers.stereo import disparity_to_depth, lr_check_mask
 
 KEYS_SHA256 = "ba591cb4a2f78ae236033dc29c9c65f2affc71d0712b87fc9f4adb91f7a923df"
 """SHA-256 of the sorted state-dict keys joined by newlines (torch >= 0.4.1 layout, 514 keys)."""

@@ -18,8 +18,8 @@ from torchvision.models import mobilenet_v2, resnet101
 from torchvision.models._utils import IntermediateLayerGetter
 from torchvision.models.segmentation.deeplabv3 import DeepLabHead, DeepLabV3
 
-from labelgen.teachers.deeplab_vainf import ARCHITECTURES, build_vainf_deeplab, guess_architecture
-from labelgen.teachers.segmentation import (
+from edgedepth.labelgen.teachers.deeplab_vainf import ARCHITECTURES, build_vainf_deeplab, guess_architecture
+from edgedepth.labelgen.teachers.segmentation import (
     CITYSCAPES_CLASSES,
     IMAGENET_MEAN,
     IMAGENET_STD,

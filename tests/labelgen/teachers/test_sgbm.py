@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from skimage import data
 
-from labelgen.teachers.sgbm import SgbmConfig, sgbm_disparity
-from labelgen.teachers.stereo import disparity_to_depth
+from edgedepth.labelgen.teachers.sgbm import SgbmConfig, sgbm_disparity
+from edgedepth.labelgen.teachers.stereo import disparity_to_depth
 
 DRIVE = "2011_09_26/2011_09_26_drive_0001_sync"
 GT_DEPTH = "data_depth_annotated/train/2011_09_26_drive_0001_sync/proj_depth/groundtruth/image_02"
@@ -49,7 +49,7 @@ def test_lr_check_rule_on_hand_made_disparities(monkeypatch):
         assert np.array_equal(a, right[:, ::-1]) and np.array_equal(b, left[:, ::-1])
         return d_right[:, ::-1].copy()  # the mirrored pair's disparity is the mirrored right view's
 
-    monkeypatch.setattr("labelgen.teachers.sgbm._match", fake_match)
+    monkeypatch.setattr("edgedepth.labelgen.teachers.sgbm._match", fake_match)
     disp, valid = sgbm_disparity(left, right, SgbmConfig(num_disparities=16))
     # x=0,1,3: match left of the image; x=5: |2.6-0| > 1; x=6: right pixel unmatched; x=7: no match.
     assert valid.tolist() == [[False, False, True, False, True, False, False, False, True]]

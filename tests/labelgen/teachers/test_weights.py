@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from labelgen.checkpoints import sha256_file
-from labelgen.teachers import weights
-from labelgen.teachers.weights import KNOWN_WEIGHTS, WeightSpec, extract_member, fetch_weights
+from edgedepth.common.checkpoints import sha256_file
+from edgedepth.labelgen.teachers import weights
+from edgedepth.labelgen.teachers.weights import KNOWN_WEIGHTS, WeightSpec, extract_member, fetch_weights
 from tests.labelgen.conftest import kitti2015_checkpoint
 
 PAYLOAD = b"a stand-in checkpoint\n" * 100
