@@ -13,11 +13,11 @@ $(STAMP): setup.cfg pyproject.toml
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
 	@touch $(STAMP)
 
-test: $(STAMP) lint  ## ruff + the whole suite, slow end-to-end tests included
-	$(BIN)/python -m pytest -m "slow or not slow" -q
+test: $(STAMP) lint  ## ruff + the whole suite, slow end-to-end tests included, on every core
+	$(BIN)/python -m pytest -m "slow or not slow" -q -n auto --dist loadgroup --durations=15
 
 test-fast: $(STAMP)  ## the fast tests only
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -31,7 +31,9 @@ _HOMES = {
     "POSITIVE": "edgedepth.common.cli_options",
     "POSITIVE_METRES": "edgedepth.common.cli_options",
     "SHARE": "edgedepth.common.cli_options",
+    "STALE_TMP_S": "edgedepth.common.processes",
     "SystemFault": "edgedepth.common.cli_options",
+    "TMP_MARK": "edgedepth.common.processes",
     "Unavailable": "edgedepth.common.cli_options",
     "VARIANT_NAMES": "edgedepth.common.cli_options",
     "atomic_writer": "edgedepth.common.atomic",
@@ -55,13 +57,17 @@ _HOMES = {
     "one_size": "edgedepth.common.cli_options",
     "parse_size": "edgedepth.common.cli_options",
     "pid_alive": "edgedepth.common.processes",
+    "remove_dead_temps": "edgedepth.common.processes",
+    "remove_stale_temps": "edgedepth.common.atomic",
     "resolve_device": "edgedepth.common.devices",
     "safe_load": "edgedepth.common.checkpoints",
     "save_figure": "edgedepth.common.atomic",
     "sha256_file": "edgedepth.common.checkpoints",
     "state_dict_from": "edgedepth.common.checkpoints",
+    "temp_suffix": "edgedepth.common.processes",
     "write_bytes_atomic": "edgedepth.common.atomic",
     "write_text_atomic": "edgedepth.common.atomic",
+    "writer_alive": "edgedepth.common.processes",
 }
 
 __all__ = ["__version__", *sorted(_HOMES)]

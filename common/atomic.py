@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import errno
 import os
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import BinaryIO
+
+from edgedepth.common.processes import TMP_MARK, remove_dead_temps, temp_suffix
 
 
 @contextmanager
@@ -41,7 +42,15 @@ def atomic_writer(path: str | Path) -> Iterator[BinaryIO]:
 
 
 def _temp_sibling(path: Path) -> Path:
-    return path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    return path.with_name(f".{path.name}{temp_suffix()}")
+
+
+def remove_stale_temps(path: str | Path) -> int:
+    """Delete the temporary siblings of ``path`` that a killed writer left (``.<name>.tmp-<host>-<pid>-...``,
+    its writer gone: ``edgedepth.common.processes.writer_alive``); how many. For files a resumed run
+    rewrites (a stage's report, the verified stamps)."""
+    path = Path(path)
+    return remove_dead_temps(path.parent, f".{path.name}{TMP_MARK}*")
 
 
 def check_writable(path: str | Path) -> Path:
@@ -89,4 +98,11 @@ def save_figure(fig, path: str | Path, **savefig_kwargs) -> Path:
     return write_bytes_atomic(path, buffer.getvalue())
 
 
-__all__ = ["atomic_writer", "check_writable", "save_figure", "write_bytes_atomic", "write_text_atomic"]
+__all__ = [
+    "atomic_writer",
+    "check_writable",
+    "remove_stale_temps",
+    "save_figure",
+    "write_bytes_atomic",
+    "write_text_atomic",
+]

@@ -73,6 +73,8 @@ def demo_command(
     click.echo(f"\n{'stage':<46}{'status':>9}{'seconds':>9}")
     for step in result.steps:
         click.echo(f"{step.title:<46}{step.status:>9}{step.seconds:>9.1f}")
+    click.echo(f"{'total':<46}{'':>9}{result.seconds:>9.1f}")
+    click.echo(f"\nreport: {out_dir / 'report.html'} (and report.md)")
 
 
 __all__ = ["demo_command"]

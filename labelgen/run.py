@@ -20,7 +20,14 @@ from typing import Any
 
 from tqdm import tqdm
 
-from edgedepth.common import describe, folder_lock, is_os_fault, resolve_device, write_text_atomic
+from edgedepth.common import (
+    describe,
+    folder_lock,
+    is_os_fault,
+    remove_stale_temps,
+    resolve_device,
+    write_text_atomic,
+)
 from edgedepth.labelgen.client import GPU, ClusterSpec, Workers
 from edgedepth.labelgen.folder import LabelFolder
 from edgedepth.labelgen.plan import ShardPlan, load_plan_cached
@@ -28,7 +35,7 @@ from edgedepth.labelgen.report import REPORT_FILE, StageReport, history, stage_r
 from edgedepth.labelgen.shards import ShardWriter, remove_stale_tmp, shard_path
 from edgedepth.labelgen.space import out_of_space
 from edgedepth.labelgen.stages import make_stage
-from edgedepth.labelgen.verify import file_signature
+from edgedepth.labelgen.verify import STAMP_FILE, file_signature
 
 
 @functools.lru_cache(maxsize=4)
@@ -203,6 +210,9 @@ def _run_locked(
         pool.device = device
     options = {name: dict((stage_options or {}).get(name) or {}) for name in stages}
     gpu_stages = {name for name in stages if _validated_stage(name, options[name]).gpu}
+    for name in stages:  # what a killed run left half-written beside the stage's small files
+        for small in (STAMP_FILE, REPORT_FILE):
+            remove_stale_temps(folder.given / name / small)
     started = time.perf_counter()
     pending = folder.unverified(stages, verify)
     if pending:
@@ -254,6 +264,7 @@ def _run_locked(
         report.finished = datetime.now(UTC).isoformat(timespec="seconds")
         path = folder.given / name / REPORT_FILE
         report.history = history(path) + [report.run_entry()]
+        remove_stale_temps(path)  # a run killed while writing its report left a temporary sibling
         write_text_atomic(path, report.to_json())
         reports.append(report)
     return reports

@@ -15,8 +15,6 @@ import json
 import os
 import re
 import socket
-import time
-import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -25,7 +23,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from edgedepth.common import __version__, first_line, pid_alive
+from edgedepth.common import TMP_MARK, __version__, first_line, remove_dead_temps, temp_suffix
 from edgedepth.labelgen.shard_schema import (
     BOOKKEEPING_DATASETS,
     ShardReadError,
@@ -42,7 +40,6 @@ from edgedepth.labelgen.shard_schema import (
 )
 
 SCHEMA_VERSION = 2  # 2: every dataset carries HDF5's Fletcher-32 checksum per chunk
-TMP_MARK = ".tmp-"
 WRITE_PIECE = 1 << 20  # bytes per write(2) of a finished shard
 VERIFY_MODES = ("full", "quick")
 """``check_shard`` verification: both check the attributes, the bookkeeping datasets and the
@@ -67,33 +64,11 @@ def remove_stale_tmp(path: Path) -> int:
     """Delete temporary files a killed writer left beside ``path``; returns how many.
 
     A temporary file is named ``<name>.tmp-<host>-<pid>-<random>``; it is deleted only when its
-    writer is gone: a process of this host that no longer exists, or a file untouched for
-    ``STALE_TMP_S`` (another host's writer, which cannot be asked). A live writer's file is kept.
+    writer is gone (``edgedepth.common.processes.writer_alive``): a process of this host that no
+    longer exists, or a file untouched for ``STALE_TMP_S`` (another host's writer, which cannot be
+    asked). A live writer's file is kept.
     """
-    removed = 0
-    for tmp in path.parent.glob(f"{path.name}{TMP_MARK}*"):
-        if _writer_alive(tmp):
-            continue
-        tmp.unlink(missing_ok=True)
-        removed += 1
-    return removed
-
-
-STALE_TMP_S = 6 * 3600
-
-
-def _writer_alive(tmp: Path) -> bool:
-    parts = tmp.name.rsplit(TMP_MARK, 1)[-1].rsplit("-", 2)
-    try:
-        age = time.time() - tmp.stat().st_mtime
-    except FileNotFoundError:
-        return True  # gone already
-    if len(parts) == 2:  # <pid>-<random>: written by schema 1 on an unknown host
-        parts = [socket.gethostname(), *parts]
-    host, pid = parts[0], parts[1] if len(parts) == 3 else ""
-    if host == socket.gethostname() and pid.isdigit():
-        return int(pid) != os.getpid() and pid_alive(int(pid))
-    return age < STALE_TMP_S
+    return remove_dead_temps(path.parent, f"{path.name}{TMP_MARK}*")
 
 
 class ShardWriter:
@@ -119,9 +94,7 @@ class ShardWriter:
         self.frame_ids = list(frame_ids)
         self.specs = dict(specs)
         self.attrs = dict(attrs)
-        self.tmp = self.path.with_name(
-            f"{self.path.name}{TMP_MARK}{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        )
+        self.tmp = self.path.with_name(f"{self.path.name}{temp_suffix()}")
         self.failures = [""] * len(self.frame_ids)
         self.ok = np.zeros(len(self.frame_ids), dtype=bool)
         self._file: h5py.File | None = None

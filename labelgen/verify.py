@@ -23,7 +23,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgedepth.common import write_text_atomic
+from edgedepth.common import remove_stale_temps, write_text_atomic
 from edgedepth.labelgen.shards import ShardStatus, check_shard
 
 STAMP_FILE = ".verified.json"
@@ -150,6 +150,7 @@ class StampBook:
                 merged[name] = stamp
         body = {"shards": {name: merged[name].to_dict() for name in sorted(merged)}}
         try:
+            remove_stale_temps(self.path)  # a writer killed mid-write left its temporary sibling
             write_text_atomic(self.path, json.dumps(body, separators=(",", ":")) + "\n")
         except OSError:
             return  # stamps are an optimisation: a read-only label folder is verified each time

@@ -1,4 +1,4 @@
-"""Fixtures for the browser tests: the system Chromium, and one Playwright-driven browser per session."""
+"""Fixtures for the browser tests: the system Chromium, and a Playwright-driven browser per module."""
 
 from __future__ import annotations
 
@@ -22,8 +22,10 @@ def chromium() -> str:
         pytest.fail(str(exc))
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser(chromium: str) -> Iterator[Browser]:
-    """One headless chromium for the session; Playwright's driver and the browser stop at its end."""
+    """One headless chromium per module (not per session: a session fixture would start before, and
+    idle through, test_demo's module fixture that runs the demo); Playwright's driver and the browser
+    stop at its end."""
     with running(chromium) as started:
         yield started

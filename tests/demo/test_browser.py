@@ -4,13 +4,14 @@ screenshots, file:// and localhost URLs, and a clean exit."""
 from __future__ import annotations
 
 import functools
-import json
+import os
 import re
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+import uuid
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -25,29 +26,14 @@ from tests.demo.chromium import ChromiumUnavailable, ensure_chromium, opened
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 REPO = Path(__file__).resolve().parents[2]
-# run in a child python: open a page, print every process below it and chromium's profile, then fail
+MARK = "EDGEDEPTH_BROWSER_TEST"  # set in a child's environment: every process it starts inherits it
+# a child python opens a page, says its title, waits for a line on stdin, then fails
 CHILD = """
-import json, os, sys
-from pathlib import Path
+import sys
 from tests.demo.chromium import opened, running
-
-def children():
-    kids = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            kids.setdefault(int(stat.read_text().rsplit(")", 1)[1].split()[1]), []).append(int(stat.parent.name))
-        except (OSError, ValueError):
-            pass
-    return kids
-
 with running(sys.argv[1]) as browser, opened(browser, sys.argv[2]) as loaded:
-    kids, todo, pids = children(), [os.getpid()], []
-    while todo:
-        below = kids.get(todo.pop(), [])
-        pids, todo = pids + below, todo + below
-    args = [Path(f"/proc/{p}/cmdline").read_bytes().split(b"\\0") for p in pids]
-    profiles = {a.decode().split("=", 1)[1] for cmd in args for a in cmd if a.startswith(b"--user-data-dir=")}
-    print(json.dumps({"pids": pids, "profiles": sorted(profiles), "title": loaded.page.title()}), flush=True)
+    print(loaded.page.title(), flush=True)
+    sys.stdin.readline()
     1 / 0
 """
 
@@ -72,21 +58,38 @@ def decode(png_bytes: bytes) -> np.ndarray:
     return image
 
 
-def live(pids: list[int], wait: float = 10.0) -> list[int]:
-    """Those of `pids` that still run (zombies count as gone: PID 1 may never reap orphans)."""
-    deadline = time.monotonic() + wait
-    while True:
-        alive = []
-        for pid in pids:
-            try:
-                state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-            except (OSError, IndexError):
-                continue
+def running_processes() -> dict[int, tuple[int, bytes, list[str]]]:
+    """Every running process (zombies aside) we may read: its parent, environment and command line."""
+    found = {}
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            state, parent = (proc / "stat").read_text().rsplit(")", 1)[1].split()[:2]
             if state not in "ZX":
-                alive.append(pid)
-        if not alive or time.monotonic() > deadline:
-            return alive
+                environ, cmdline = (proc / "environ").read_bytes(), (proc / "cmdline").read_bytes()
+                found[int(proc.name)] = (int(parent), environ, cmdline.decode(errors="replace").split("\0"))
+        except (OSError, ValueError):  # gone meanwhile, or not ours to read
+            continue
+    return found
+
+
+def marked(token: str, also: Iterable[int] = ()) -> dict[int, list[str]]:
+    """The running processes whose environment holds `token` (NAME=VALUE; orphans of PID 1 too), the
+    processes below them (chromium starts its helpers with a clean environment) and those of `also`
+    still running: their command lines by pid."""
+    procs = running_processes()
+    found = {pid for pid, (_, environ, _) in procs.items() if token.encode() in environ.split(b"\0")}
+    found |= set(also) & set(procs)
+    while below := {pid for pid, (parent, _, _) in procs.items() if parent in found} - found:
+        found |= below
+    return {pid: procs[pid][2] for pid in found}
+
+
+def still_marked(token: str, also: Iterable[int], wait: float = 10.0) -> dict[int, list[str]]:
+    """marked(token, also), once it is empty or `wait` seconds have passed."""
+    deadline = time.monotonic() + wait
+    while (left := marked(token, also)) and time.monotonic() < deadline:
         time.sleep(0.1)
+    return left
 
 
 @contextmanager
@@ -189,20 +192,30 @@ def test_failed_navigation_raises_and_the_browser_goes_on(browser: Browser, tmp_
 
 @pytest.mark.slow
 def test_browser_stops_even_when_the_test_fails(chromium: str, tmp_path: Path) -> None:
-    index = page(tmp_path, "<p>hi</p>")
-    child = subprocess.run(
-        [sys.executable, "-c", CHILD, chromium, str(index)],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )  # fmt: skip
-    assert child.returncode != 0 and "ZeroDivisionError" in child.stderr, child.stderr[-3000:]
-    seen = json.loads(child.stdout)
-    assert seen["title"] == "test page"
-    assert len(seen["pids"]) >= 3, seen  # Playwright's driver, chromium and its helpers
-    assert not live(seen["pids"]), f"processes outlived the browser: {live(seen['pids'], 0)}"
-    assert seen["profiles"] and not any(Path(p).exists() for p in seen["profiles"]), seen["profiles"]
+    """Playwright's driver, chromium, its helpers and its crash handlers (orphans of PID 1) all stop,
+    and chromium's temporary profile goes, when the code inside `running()` raises."""
+    value = uuid.uuid4().hex
+    token = f"{MARK}={value}"
+    cmd = [sys.executable, "-c", CHILD, chromium, str(page(tmp_path, "<p>hi</p>"))]
+    pipes = {"stdin": subprocess.PIPE, "stdout": subprocess.PIPE, "stderr": subprocess.PIPE}
+    child = subprocess.Popen(cmd, cwd=REPO, env={**os.environ, MARK: value}, text=True, **pipes)
+    try:
+        title = child.stdout.readline().strip()
+        during = marked(token)
+        _, stderr = child.communicate("go\n", timeout=120)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    assert title == "test page", stderr[-3000:]
+    assert child.returncode != 0 and "ZeroDivisionError" in stderr, stderr[-3000:]
+    kinds = {Path(cmdline[0]).name for cmdline in during.values()}
+    # the child python, Playwright's node driver, chromium and its zygotes, renderer and other helpers
+    assert {"node", "chromium"} <= kinds and len(during) >= 6, during
+    left = still_marked(token, during)
+    assert not left, f"processes outlived the browser: {left}"
+    profiles = {a.split("=", 1)[1] for c in during.values() for a in c if a.startswith("--user-data-dir=")}
+    assert profiles and not any(Path(p).exists() for p in profiles), profiles
 
 
 @pytest.mark.slow  # starts Playwright's driver: seconds

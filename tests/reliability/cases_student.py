@@ -291,7 +291,7 @@ STUDENT_REDTEAM_CASES = [
          "model setting input_size [64, 1000000000]",
          _predict_case(lambda tmp: _checkpoint(tmp, config_edit=_setting("input_size", [64, 10**9])))),
     Case("student", "ckpt-variant-int", "checkpoint whose variant is stored as the integer 4", 2,
-         "model setting variant 4 is unknown",
+         "unknown model setting variant 4",
          _predict_case(lambda tmp: _checkpoint(tmp, config_edit=_setting("variant", 4)))),
     Case("student", "ckpt-depth-range", "checkpoint whose depth range is (80, 1) m", 2, "model setting depth_range",
          _predict_case(lambda tmp: _checkpoint(tmp, config_edit=_setting("depth_range", [80.0, 1.0])))),
