@@ -108,7 +108,11 @@ class Row:
 def edgedepth() -> list[str]:
     """The ``edgedepth`` console script next to this interpreter (the installed CLI)."""
     script = Path(sys.executable).with_name("edgedepth")
-    return [str(script)] if script.is_file() else [sys.executable, "-P", "-c", "from edgedepth.cli import main; main()"]
+    return (
+        [str(script)]
+        if script.is_file()
+        else [sys.executable, "-P", "-c", "from edgedepth.cli import main; main()"]
+    )
 
 
 def has_option(command: list[str], option: str) -> bool:
@@ -314,7 +318,12 @@ def plot(rows: list[dict], path: Path) -> None:
 
 def _code() -> str:
     """Where the ``edgedepth.cli`` module that the subprocesses import lives, and its commit when it is a checkout."""
-    probe = [sys.executable, "-P", "-c", "import edgedepth.cli as cli, pathlib; print(pathlib.Path(cli.__file__).parent)"]
+    probe = [
+        sys.executable,
+        "-P",
+        "-c",
+        "import edgedepth.cli as cli, pathlib; print(pathlib.Path(cli.__file__).parent)",
+    ]
     folder = subprocess.run(probe, capture_output=True, text=True).stdout.strip()
     commit = subprocess.run(
         ["git", "-C", folder or ".", "describe", "--always", "--dirty"], capture_output=True, text=True
