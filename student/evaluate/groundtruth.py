@@ -13,13 +13,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import cv2
 import numpy as np
 
-from edgedepth.labelgen import Calibration, Frame, png16_to_depth
+from edgedepth.labelgen import Calibration, Frame, read_depth_png
 
 ANNOTATED_SUBSETS = ("train", "val")
-_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 def lidar_groundtruth(points: np.ndarray, calib: Calibration, cam: int = 2) -> np.ndarray:
@@ -115,23 +113,9 @@ def annotated_groundtruth_path(
 
 
 def read_annotated(path: str | Path) -> np.ndarray:
-    """A KITTI depth PNG (uint16, metres * 256, 0 = no value) as (H, W) float32 metres."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: depth PNG not found")
-    with open(path, "rb") as handle:
-        magic = handle.read(len(_PNG_MAGIC))
-    if magic != _PNG_MAGIC:
-        raise ValueError(f"{path}: not a PNG file (KITTI depth maps are 16-bit PNGs)")
-    array = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if array is None:
-        raise ValueError(f"{path}: not a readable PNG (corrupt or truncated?)")
-    if array.dtype != np.uint16 or array.ndim != 2:
-        channels = 1 if array.ndim == 2 else array.shape[2]
-        raise ValueError(
-            f"{path}: not a 16-bit single-channel depth PNG (got {array.dtype}, {channels} channel(s))"
-        )
-    return png16_to_depth(array)
+    """A KITTI depth PNG (uint16, metres * 256, 0 = no value) as (H, W) float32 metres: the same
+    format, and the same checks, as a rig's depth PNG (``edgedepth.labelgen.read_depth_png``)."""
+    return read_depth_png(path)
 
 
 __all__ = ["ANNOTATED_SUBSETS", "annotated_groundtruth_path", "lidar_groundtruth", "read_annotated"]
