@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import socket
 import time
+import uuid
 from pathlib import Path
 
 TMP_MARK = ".tmp-"
@@ -38,8 +39,6 @@ def pid_alive(pid: int) -> bool:
 
 def temp_suffix() -> str:
     """``.tmp-<host>-<pid>-<random>``: what a temporary file's name ends in."""
-    import uuid
-
     return f"{TMP_MARK}{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
 
 

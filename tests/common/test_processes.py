@@ -38,7 +38,7 @@ def test_a_killed_writers_temporary_sibling_goes_and_a_live_ones_stays(tmp_path)
         child.wait()
 
 
-def test_an_atomic_write_names_its_host_and_pid_and_leaves_nothing(tmp_path):
+def test_an_atomic_write_names_its_host_and_pid_and_leaves_nothing(tmp_path, monkeypatch):
     seen = []
     original = os.replace
 
@@ -46,12 +46,8 @@ def test_an_atomic_write_names_its_host_and_pid_and_leaves_nothing(tmp_path):
         seen.append(os.path.basename(src))
         return original(src, dst)
 
-    import edgedepth.common.atomic as atomic
-
-    atomic.os.replace = spy
-    try:
-        write_text_atomic(tmp_path / "report.json", "{}\n")
-    finally:
-        atomic.os.replace = original
+    monkeypatch.setattr(os, "replace", spy)
+    write_text_atomic(tmp_path / "report.json", "{}\n")
+    monkeypatch.undo()
     assert seen and seen[0].startswith(f".report.json.tmp-{socket.gethostname()}-{os.getpid()}-")
     assert [p.name for p in tmp_path.iterdir()] == ["report.json"]
