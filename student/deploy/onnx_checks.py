@@ -9,7 +9,6 @@ depth on real frames. Every bound below fails the export when crossed (docs/expo
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,7 +18,18 @@ import onnx.numpy_helper
 import onnxruntime as ort
 import torch
 
-from edgedepth.student.evaluate import compute_errors
+from edgedepth.student.deploy.parity import (
+    CLASS_AGREEMENT_MIN,
+    FP16_ABS_REL_MAX,
+    FP16_RMSE_MAX,
+    FP32_MAX_REL_ERR,
+    INT8_ABS_REL_MAX,
+    INT8_RMSE_MAX,
+    copy_parity_of,
+    depth_figures,
+    fp32_parity_of,
+    max_rel_err,
+)
 
 TARGET_OPSET = {"trt8": 13, "trt10": 20}
 """The opset each target gets: 13 is the newest the TensorRT 8.2 parser supports; 20 is the dynamo
@@ -35,15 +45,6 @@ _COMMON_OPS = {
 }  # fmt: skip
 ALLOWED_OPS = {"trt8": frozenset(_COMMON_OPS), "trt10": frozenset(_COMMON_OPS)}
 """Operators of the student graph, each listed in the target's onnx-tensorrt operators.md."""
-
-FP32_MAX_REL_ERR = 1e-4
-"""ORT CPU vs PyTorch on the FP32 file: max |a - b| / max |b| of depth."""
-CLASS_AGREEMENT_MIN = 0.999
-"""ORT CPU vs PyTorch on the FP32 file: share of pixels with the same class (ties may flip)."""
-FP16_ABS_REL_MAX, FP16_RMSE_MAX = 0.01, 0.1
-"""FP16 copy vs FP32 file on real frames: Abs Rel, and RMSE in metres."""
-INT8_ABS_REL_MAX, INT8_RMSE_MAX = 0.05, 1.0
-"""INT8 Q/DQ copy vs FP32 file on real frames: Abs Rel, and RMSE in metres."""
 
 
 def check_structure(model: onnx.ModelProto, target: str, name: str) -> dict:
@@ -112,19 +113,6 @@ def run(sess: ort.InferenceSession, image: np.ndarray) -> list[np.ndarray]:
     return sess.run(None, {sess.get_inputs()[0].name: image})
 
 
-def max_rel_err(test: np.ndarray, ref: np.ndarray) -> float:
-    """max |test - ref| / max |ref|; infinite when either holds NaN or inf (never a match)."""
-    if not (np.isfinite(test).all() and np.isfinite(ref).all()):
-        return math.inf
-    return float(np.abs(test.astype(np.float64) - ref).max() / max(np.abs(ref).max(), 1e-12))
-
-
-def depth_figures(test: np.ndarray, ref: np.ndarray) -> dict[str, float]:
-    """Abs Rel and RMSE (metres) of ``test`` depth against ``ref`` depth, all pixels."""
-    errors = compute_errors(ref.astype(np.float64), test.astype(np.float64))
-    return {"abs_rel": errors["abs_rel"], "rmse": errors["rmse"]}
-
-
 def checked(parity: Callable[..., dict], path: Path, *args: object) -> dict:
     """``parity(path, *args)``; a file that fails it is removed with its commands file (never left
     as good)."""
@@ -145,47 +133,15 @@ def fp32_parity(
     shape = (2, 3, height, width) if target == "trt10" else (1, 3, height, width)
     randoms = [rng.integers(0, 256, shape).astype(dtype) for _ in range(1 if target == "trt10" else 2)]
     sess = session(path)
-    rel, agree = 0.0, []
-    for image in randoms + real:
-        got = run(sess, image)
-        with torch.no_grad():
-            want = [t.numpy() for t in wrapper(torch.from_numpy(image))]
-        for name, output in (("ONNX Runtime", got[0]), ("PyTorch", want[0])):
-            if not np.isfinite(output).all():
-                raise ValueError(
-                    f"{checkpoint or path.name}: {name} outputs NaN or infinite depth in {path.name}; "
-                    "the checkpoint is damaged or its training diverged (file removed)"
-                )
-        rel = max(rel, max_rel_err(got[0], want[0]))
-        if len(want) > 1:
-            agree.append(float(np.mean(got[1] == want[1])))
-    figures = {"images": len(randoms) * shape[0] + len(real), "max_rel_err": rel}
-    if not rel < FP32_MAX_REL_ERR:
-        raise ValueError(f"{path.name}: FP32 max relative error {rel:.3g} vs PyTorch >= {FP32_MAX_REL_ERR}")
-    if agree:
-        figures["class_agreement"] = min(agree)
-        if min(agree) < CLASS_AGREEMENT_MIN:
-            raise ValueError(
-                f"{path.name}: class agreement {min(agree):.4f} vs PyTorch < {CLASS_AGREEMENT_MIN}"
-            )
-    return figures
+    return fp32_parity_of(
+        lambda x: run(sess, x), path.name, wrapper, randoms + list(real), "ONNX Runtime", str(checkpoint)
+    )
 
 
 def copy_parity(path: Path, precision: str, real, ref) -> dict:
     """FP16 / INT8 depth vs the FP32 file's depth on the real frames; raises past the bounds."""
     sess = session(path)
-    got = np.concatenate([run(sess, x)[0].ravel() for x in real])
-    figures = depth_figures(got, np.concatenate([r.ravel() for r in ref]))
-    figures["images"] = len(real)
-    bounds = {
-        "fp16": (FP16_ABS_REL_MAX, FP16_RMSE_MAX),
-        "int8": (INT8_ABS_REL_MAX, INT8_RMSE_MAX),
-    }[precision]
-    figures["bounds"] = {"abs_rel": bounds[0], "rmse": bounds[1]}
-    for key, bound in zip(("abs_rel", "rmse"), bounds, strict=True):
-        if not figures[key] <= bound:
-            raise ValueError(f"{path.name}: {precision} {key} {figures[key]:.4g} vs FP32 exceeds {bound}")
-    return figures
+    return copy_parity_of(lambda x: run(sess, x), path.name, precision, real, ref)
 
 
 __all__ = [

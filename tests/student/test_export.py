@@ -11,7 +11,7 @@ import pytest
 import torch
 from skimage import data
 
-from edgedepth.student.deploy import onnx_checks
+from edgedepth.student.deploy import onnx_checks, parity
 from edgedepth.student.deploy.calibration import to_export_input
 from edgedepth.student.deploy.export import ExportModel, export_onnx
 from edgedepth.student.model.checkpoint import load_student, save_checkpoint
@@ -188,7 +188,7 @@ def test_bad_inputs(ckpt, tmp_path):
 
 
 def test_broken_parity_fails(ckpt, tmp_path, monkeypatch):
-    monkeypatch.setattr(onnx_checks, "FP32_MAX_REL_ERR", 0.0)
+    monkeypatch.setattr(parity, "FP32_MAX_REL_ERR", 0.0)
     with pytest.raises(ValueError, match=r"student_XS_trt8_fp32.onnx: FP32 max relative error"):
         export_onnx(ckpt, tmp_path, variants=("XS",), size=SIZE, target="trt8", progress=False)
     assert not (tmp_path / "manifest.json").exists()
