@@ -1,0 +1,49 @@
+"""The optional edge runtimes and the one line that says how to install a missing one.
+
+The base install has ONNX Runtime only; OpenVINO (with NNCF), LiteRT (with litert-torch) and
+TensorRT (with ModelOpt) are extras, so a user who ships to one device does not install the rest.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from types import ModuleType
+
+EXTRAS = {
+    "openvino": ("openvino", "pip install 'edgedepth[openvino]'"),
+    "nncf": ("openvino", "pip install 'edgedepth[openvino]'"),
+    "ai_edge_litert": ("litert", "pip install 'edgedepth[litert]'"),
+    "litert_torch": ("litert", "pip install 'edgedepth[litert]'"),
+    "tensorrt": ("tensorrt", "pip install 'edgedepth[tensorrt]' (on the device: JetPack's TensorRT)"),
+    "modelopt": ("tensorrt", "pip install 'edgedepth[tensorrt]'"),
+}
+"""Importable module -> (the extra that brings it, the pip line)."""
+
+
+class RuntimeMissing(ImportError):
+    """An optional runtime is not installed; the message is one line with the pip command."""
+
+
+def pip_line(module: str) -> str:
+    """The command that installs ``module`` (an entry of ``EXTRAS``)."""
+    return EXTRAS[module][1]
+
+
+def require(module: str) -> ModuleType:
+    """Import ``module`` (a key of ``EXTRAS``) or raise ``RuntimeMissing`` naming the pip line."""
+    if module not in EXTRAS:
+        raise ValueError(f"unknown optional runtime {module!r}; choose one of {', '.join(sorted(EXTRAS))}")
+    try:
+        return importlib.import_module(module)
+    except (ImportError, OSError) as err:
+        reason = " ".join(str(err).split())[:120]
+        raise RuntimeMissing(f"{module} is not installed ({reason}): {pip_line(module)}") from None
+
+
+def available(module: str) -> bool:
+    """Whether ``module`` imports (without importing it twice: a cheap look-up first)."""
+    return importlib.util.find_spec(module) is not None
+
+
+__all__ = ["EXTRAS", "RuntimeMissing", "available", "pip_line", "require"]
