@@ -20,7 +20,12 @@ def _csv(value: str) -> tuple[str, ...]:
 @click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path), help="Export folder.")
 @click.option("--variants", default="L,M,S,XS", show_default=True, help="Comma-separated variants.")
 @click.option("--size", default="480x320", show_default=True, callback=one_size, metavar="WxH")
-@click.option("--target", type=click.Choice(["trt8", "trt10"]), default="trt10", show_default=True)
+@click.option(
+    "--target",
+    default="trt10",
+    show_default=True,
+    help="Comma-separated: trt8 (TensorRT 8.2, Jetson TX2), trt10 (TensorRT 10/11), openvino, litert.",
+)
 @click.option("--precision", default="fp32", show_default=True, help="Comma-separated: fp32, fp16, int8.")
 @click.option("--calib-labels", type=click.Path(path_type=Path), help="Label folder for INT8 calibration.")
 @click.option(
@@ -47,15 +52,16 @@ def student_export(
     input_dtype,
     progress,
 ) -> None:
-    """ONNX files for TensorRT 8.2 (Jetson TX2) or 10/11, FP32/FP16/INT8, checked against PyTorch."""
-    from edgedepth.student.deploy import export_onnx
+    """Files for TensorRT 8.2 / 10 (ONNX), OpenVINO (IR) and LiteRT (.tflite), FP32/FP16/INT8, each
+    checked against PyTorch; one manifest.json describes them all."""
+    from edgedepth.student.deploy import export_student
 
-    manifest = export_onnx(
+    manifest = export_student(
         checkpoint,
         out_dir,
+        targets=_csv(target),
         variants=_csv(variants),
         size=size,
-        target=target,
         precisions=_csv(precision),
         with_seg=with_seg,
         calib_labels=calib_labels,
@@ -112,9 +118,17 @@ def student_build_engine(onnx_path, out_path, fp16, int8, calib_labels, calib_fr
 @click.option("--variants", default="L,M,S,XS", show_default=True, help="Comma-separated variants.")
 @click.option("--size", default="480x320", show_default=True, callback=one_size, metavar="WxH")
 @click.option(
-    "--backends", default="torch,onnxruntime", show_default=True, help="torch, onnxruntime, tensorrt."
+    "--backends",
+    default="torch,onnxruntime",
+    show_default=True,
+    help="Comma-separated: torch, onnxruntime, openvino, litert, tensorrt.",
 )
-@click.option("--precision", default="fp32", show_default=True, help="Comma-separated: fp32, fp16, int8.")
+@click.option(
+    "--precision",
+    default="fp32",
+    show_default=True,
+    help="Comma-separated: fp32, fp16, int8, bf16 (bf16: OpenVINO's execution of the FP32 IR).",
+)
 @click.option("--device", default="cpu", show_default=True, help="cpu or cuda.")
 @click.option("--threads", type=click.IntRange(1, 1024), help="CPU threads (default: all cores).")
 @click.option(
@@ -125,20 +139,41 @@ def student_build_engine(onnx_path, out_path, fp16, int8, calib_labels, calib_fr
     help="Timed runs per row (after warm-up).",
 )
 @click.option("--calib-labels", type=click.Path(path_type=Path), help="Label folder for INT8 calibration.")
+@click.option(
+    "--eval-root",
+    type=click.Path(path_type=Path),
+    help="Held-out data (rig or KITTI layout): adds each file's Abs Rel and RMSE against ground truth.",
+)
+@click.option("--eval-frames", type=click.Path(path_type=Path), help="Frame list of --eval-root.")
 @click.option("--out", "out_json", default="bench.json", show_default=True, type=click.Path(path_type=Path))
 @friendly_errors
 def student_bench(
-    source, variants, size, backends, precision, device, threads, repeats, calib_labels, out_json
+    source,
+    variants,
+    size,
+    backends,
+    precision,
+    device,
+    threads,
+    repeats,
+    calib_labels,
+    eval_root,
+    eval_frames,
+    out_json,
 ) -> None:
-    """Latency and frames per second per variant, backend and precision (the paper's Table VI).
+    """Latency and frames per second per variant, backend and precision (the paper's Table VI),
+    and with --eval-root the held-out accuracy of each file: speed at accuracy.
 
-    SOURCE is a student checkpoint (exported on the fly) or an export folder. Writes bench.json and
-    a PNG chart beside it; backends that are not installed are listed as such.
+    SOURCE is a student checkpoint (exported on the fly) or an export folder. Writes bench.json,
+    bench.md, a PNG chart and (with --eval-root) a Pareto PNG beside it; backends that are not
+    installed are listed as such, with the pip line that installs them.
     """
     from edgedepth.common import check_writable, resolve_device
-    from edgedepth.student.deploy import bench_variants
+    from edgedepth.student.deploy import bench_variants, plot_pareto
 
-    for path in (out_json, Path(out_json).with_suffix(".png")):
+    out_json = Path(out_json)
+    pareto = out_json.with_name(out_json.stem + "_pareto.png")
+    for path in (out_json, out_json.with_suffix(".png"), out_json.with_suffix(".md"), pareto):
         check_writable(path)  # before the work, not after it
     result = bench_variants(
         source,
@@ -151,12 +186,19 @@ def student_bench(
         repeats=repeats,
         calib_labels=calib_labels,
         progress=True,
+        eval_root=eval_root,
+        eval_frames=eval_frames,
     )
     click.echo(result.format_table())
     result.save_json(out_json)
-    chart = Path(out_json).with_suffix(".png")
+    result.save_markdown(out_json.with_suffix(".md"))
+    chart = out_json.with_suffix(".png")
     result.plot(chart)
-    click.echo(f"wrote {out_json} and {chart}")
+    written = [out_json, out_json.with_suffix(".md"), chart]
+    if result.has_accuracy():
+        plot_pareto(result, pareto)
+        written.append(pareto)
+    click.echo("wrote " + ", ".join(str(p) for p in written))
 
 
 __all__ = ["student_bench", "student_build_engine", "student_export"]

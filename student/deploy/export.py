@@ -87,7 +87,8 @@ class Manifest:
 
     def format_table(self) -> str:
         """One row per file: variant, precision, opset / IR, and its parity figures."""
-        lines = [f"{'file':<34} {'opset':>5} {'IR':>3}  parity", "-" * 78]
+        width = max([34] + [len(e["path"]) for e in self.files])
+        lines = [f"{'file':<{width}} {'opset':>5} {'IR':>3}  parity", "-" * (width + 44)]
         for entry in self.files:
             parity = entry.get("parity", {})
             if "max_rel_err" in parity:
@@ -95,10 +96,15 @@ class Manifest:
             else:
                 figure = f"vs FP32: Abs Rel {parity.get('abs_rel', float('nan')):.2g}, "
                 figure += f"RMSE {parity.get('rmse', float('nan')):.2g} m"
-            lines.append(f"{entry['path']:<34} {entry['opset']:>5} {entry['ir_version']:>3}  {figure}")
+            opset, ir = entry.get("opset", "-"), entry.get("ir_version", "-")
+            lines.append(f"{entry['path']:<{width}} {opset:>5} {ir:>3}  {figure}")
         lines += [f"note: {note}" for note in self.notes]
         lines.append(f"manifest: {self.out_dir / 'manifest.json'}")
         return "\n".join(lines)
+
+    def save(self) -> Path:
+        """Write ``out_dir/manifest.json`` atomically."""
+        return write_text_atomic(self.out_dir / "manifest.json", json.dumps(self.to_dict(), indent=2) + "\n")
 
     def to_dict(self) -> dict:
         return {
@@ -123,11 +129,13 @@ def export_onnx(
     input_dtype: str | None = None,
     parity_images: list[np.ndarray] | None = None,
     progress: bool = True,
+    write_manifest: bool = True,
 ) -> Manifest:
     """Export, check and describe every variant x precision; raises a one-line ValueError on failure.
 
     ``size`` is (height, width), multiples of 32. The FP32 file is always written (it is the base of
     the FP16 and INT8 copies). ``trt8`` + ``fp16`` writes no file: FP16 is TensorRT 8's builder flag.
+    ``write_manifest`` False leaves manifest.json to the caller (``export_student`` of several targets).
     """
     try:
         check_input_size(*size)
@@ -206,8 +214,9 @@ def export_onnx(
                     }
                 manifest.files.append(entry)
 
-    write_text_atomic(out_dir / "manifest.json", json.dumps(manifest.to_dict(), indent=2) + "\n")
-    say(f"wrote {len(manifest.files)} ONNX file(s) and {out_dir / 'manifest.json'}")
+    if write_manifest:
+        manifest.save()
+        say(f"wrote {len(manifest.files)} ONNX file(s) and {out_dir / 'manifest.json'}")
     return manifest
 
 

@@ -53,6 +53,23 @@ if spec["kind"] == "onnxruntime":
     options.log_severity_level = 3
     sess = ort.InferenceSession(spec["path"], options, providers=["CPUExecutionProvider"])
     run = lambda: sess.run(None, {sess.get_inputs()[0].name: image})
+elif spec["kind"] == "openvino":
+    import openvino as ov
+    before = rss_mb()
+    config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": spec["hint"] or "f32"}
+    if spec["threads"]:
+        config["INFERENCE_NUM_THREADS"] = spec["threads"]
+    request = ov.Core().compile_model(spec["path"], "CPU", config).create_infer_request()
+    run = lambda: request.infer({0: image})
+elif spec["kind"] == "litert":
+    from ai_edge_litert.interpreter import Interpreter
+    before = rss_mb()
+    interpreter = Interpreter(model_path=spec["path"], num_threads=spec["threads"] or None)
+    interpreter.allocate_tensors()
+    index = interpreter.get_input_details()[0]["index"]
+    def run():
+        interpreter.set_tensor(index, image)
+        interpreter.invoke()
 else:
     import torch
     from edgedepth.student.model.config import ModelConfig
@@ -76,12 +93,19 @@ print(json.dumps({"peak_mb": max(0.0, peak_mb() - before)}))
 
 
 def peak_memory_mb(
-    kind: str, path: str | Path, shape: Sequence[int], dtype: str, threads: int | None = None
+    kind: str,
+    path: str | Path,
+    shape: Sequence[int],
+    dtype: str,
+    threads: int | None = None,
+    hint: str | None = None,
 ) -> float:
     """Peak RSS growth (MiB) of a fresh process that creates the model / session and runs it
-    ``MEMORY_RUNS`` times; ``kind`` is "onnxruntime" (``path`` an ONNX file) or "torch" (``path`` a
-    file of ``{"config": ModelConfig dict, "state": state dict}``)."""
+    ``MEMORY_RUNS`` times; ``kind`` is "onnxruntime" (``path`` an ONNX file), "openvino" (an IR
+    ``.xml``; ``hint`` its inference precision, f32 or bf16), "litert" (a ``.tflite``) or "torch"
+    (``path`` a file of ``{"config": ModelConfig dict, "state": state dict}``)."""
     spec = {"kind": kind, "path": str(path), "shape": list(shape), "dtype": dtype, "threads": threads}
+    spec["hint"] = hint
     spec["runs"] = MEMORY_RUNS
     env = {
         **os.environ,

@@ -5,35 +5,40 @@ parameters and multiply-adds (of the PyTorch model, ``count_parameters`` / ``cou
 median latency, frames per second (1000 / median), the spread (10th-90th percentile latency) and
 the peak memory. What the memory figure measures depends on the backend:
 
-* CPU rows (torch, onnxruntime): the growth of the resident set of a *fresh* Python process, from
+* CPU rows (torch, onnxruntime, openvino, litert): the growth of the resident set of a *fresh* Python process, from
   just before the model / session is created to the end of three inference runs
   (``edgedepth.student.deploy.memory_probe``).
 * torch on CUDA: ``torch.cuda.max_memory_allocated`` during the timed runs (the caching allocator's
   peak, weights included).
 * TensorRT: the engine's activation memory (``device_memory_size``) plus its input/output buffers.
 
+With ``eval_root`` (a held-out rig or KITTI folder), every row that ran also carries the Abs Rel,
+RMSE and δ<1.25 of *that file* on *its runtime* against ground truth
+(``edgedepth.student.deploy.accuracy``); an INT8 row more than 0.01 Abs Rel worse than the FP32 row
+of the same variant and backend is flagged.
+
 A backend that is not installed gets one row per variant and precision with status
-"not installed"; a combination that cannot run gets status "skipped" with the reason. The rows and
+"not installed" and the pip line; a combination that cannot run gets status "skipped" with the reason. The rows and
 their table are ``edgedepth.student.deploy.speed_result``; the timed runs
 ``edgedepth.student.deploy.timing``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from edgedepth.common import check_choice, check_choices
-from edgedepth.student.deploy.memory_probe import RSS_NOTE, peak_memory_mb
+from edgedepth.student.deploy.accuracy import INT8_FLAG_ABS_REL, file_accuracy, heldout_set
+from edgedepth.student.deploy.bench_rows import ROWS, BenchItem, RowSettings, file_key
+from edgedepth.student.deploy.memory_probe import RSS_NOTE
 from edgedepth.student.deploy.speed_result import BenchResult, BenchRow, wxh
-from edgedepth.student.deploy.timing import latency_stats, time_engine, time_onnx, time_runs
 from edgedepth.student.model import (
     VARIANTS,
     ModelConfig,
@@ -43,20 +48,9 @@ from edgedepth.student.model import (
     read_checkpoint,
 )
 
-BACKENDS = ("torch", "onnxruntime", "tensorrt")
-BENCH_PRECISIONS = ("fp32", "fp16", "int8")
-
-
-@dataclass
-class _Variant:
-    name: str
-    config: ModelConfig
-    model: torch.nn.Module
-    files: dict[
-        str, dict
-    ]  # precision (int8-ort: ONNX Runtime's int8 form) -> manifest entry, "file" absolute
-    notes: dict[str, str]  # precision -> why there is no file
-    weights_note: str = ""
+BACKENDS = tuple(ROWS)
+BENCH_PRECISIONS = ("fp32", "fp16", "int8", "bf16")
+"""bf16 is execution, not a file: the FP32 OpenVINO IR run with the bf16 inference precision hint."""
 
 
 def bench_variants(
@@ -74,15 +68,18 @@ def bench_variants(
     memory: bool = True,
     target: str = "trt10",
     progress: bool = False,
+    eval_root: str | Path | None = None,
+    eval_frames: str | Path | None = None,
 ) -> BenchResult:
     """Time every variant x backend x precision at batch 1; see the module docstring.
 
-    ``source`` is a student checkpoint (the ONNX files are exported, target trt10, into a temporary
-    folder; INT8 needs ``calib_labels``, else its rows are skipped with the reason) or an export
-    folder (its manifest.json; ``size`` is then the files' own). ``size`` is (height, width).
-    ``target`` is the export target of a checkpoint source (trt10: uint8 input, the dynamo exporter;
-    trt8: float32 input, the legacy exporter, much quicker to export). ``memory`` False skips the
-    fresh-process memory probe (about a second per ONNX Runtime row, a few per torch row).
+    ``source`` is a student checkpoint (its files are exported into a temporary folder for the
+    backends asked: ONNX for ``target`` (trt10: uint8 input, the dynamo exporter; trt8: float32
+    input, the legacy exporter), OpenVINO IR, LiteRT; INT8 needs ``calib_labels``, else its rows
+    are skipped with the reason) or an export folder (its manifest.json; ``size`` is then the
+    files' own). ``size`` is (height, width). ``memory`` False skips the fresh-process memory probe
+    (about a second per row). ``eval_root`` (and its frame list ``eval_frames``) adds held-out
+    accuracy to every row that ran.
     """
     say = print if progress else (lambda *_: None)
     backends, precisions = [b.lower() for b in backends], [p.lower() for p in precisions]
@@ -91,53 +88,106 @@ def bench_variants(
     variants = [check_choice(v, VARIANTS, "variant", upper=True) for v in variants]
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"device {device!r}: no CUDA GPU is visible")
+    eval_set = heldout_set(eval_root, eval_frames) if eval_root is not None else None  # refused up front
     threads = threads or None
-    cpu_threads = threads or os.cpu_count() or 1
     settings: dict[str, object] = {
         "batch": 1,
         "device": device,
-        "threads": cpu_threads if device == "cpu" else None,
+        "threads": (threads or os.cpu_count() or 1) if device == "cpu" else None,
         "repeats": repeats,
         "warmup": warmup,
         "latency": f"median of {repeats} runs after {warmup} warm-up runs; spread p10-p90",
         "memory": RSS_NOTE + (" (CPU rows)" if memory else "; not measured"),
-        "torch": torch.__version__,
+        **_versions(backends),
     }
-    try:
-        import onnxruntime
-
-        settings["onnxruntime"] = onnxruntime.__version__
-    except ImportError:
-        pass
     source = Path(source)
     with tempfile.TemporaryDirectory(prefix="edgedepth-bench-") as tmp:
         work = Path(tmp)
-        needs_onnx = any(b in backends for b in ("onnxruntime", "tensorrt"))
         if source.is_dir():
             items = _from_export_dir(source, variants, precisions)
             settings["source"] = f"export folder {source}"
         else:
-            items = _from_checkpoint(source, variants, size, precisions, needs_onnx, calib_labels,
-                                     calib_frames, work, say, target)  # fmt: skip
-            settings["source"] = f"checkpoint {source} (ONNX exported for {target})"
+            # ONNX Runtime and TensorRT run the ONNX files of ``target``; the others their own
+            targets = sorted(
+                {target if b in ("onnxruntime", "tensorrt") else b for b in backends} - {"torch"}
+            )
+            items = _from_checkpoint(source, variants, size, precisions, targets, calib_labels,
+                                     calib_frames, work, say)  # fmt: skip
+            settings["source"] = f"checkpoint {source} (exported for {', '.join(targets) or 'torch only'})"
+        if eval_set is not None:
+            settings["eval"] = f"{eval_set.describe()}, {len(eval_set)} frames of {eval_set.root}"
+        row_settings = RowSettings(device, threads, repeats, warmup, memory, work, calib_labels)
         rows: list[BenchRow] = []
         for item in items:
             base = _base(item)
             for backend in backends:
                 for precision in precisions:
                     say(f"bench {item.name} {backend} {precision}")
-                    runner = {"torch": _torch_row, "onnxruntime": _ort_row, "tensorrt": _trt_row}[backend]
-                    try:
-                        row = runner(item, base, precision, device, threads, repeats, warmup, memory, work,
-                                     calib_labels)  # fmt: skip
-                    except Exception as error:  # one failed row must not hide the others
-                        row = BenchRow(**base, backend=backend, precision=precision, status="failed",
-                                       note=" ".join(str(error).split())[:200])  # fmt: skip
-                    rows.append(row)
-    return BenchResult(rows, settings)
+                    rows.append(_one_row(item, base, backend, precision, row_settings, eval_set))
+    return BenchResult(_flag_int8(rows), settings)
 
 
-def _base(item: _Variant) -> dict:
+def _one_row(item: BenchItem, base: dict, backend: str, precision: str, s: RowSettings, eval_set) -> BenchRow:
+    """The timed row, then (with an evaluation set) the accuracy of the same file on its runtime."""
+    try:
+        row, runner = ROWS[backend](item, base, precision, s)
+    except Exception as error:  # one failed row must not hide the others
+        return BenchRow(**base, backend=backend, precision=precision, status="failed",
+                        note=" ".join(str(error).split())[:200])  # fmt: skip
+    if eval_set is None or row.status != "ok":
+        return row
+    if runner is None:
+        return dataclasses.replace(row, note=(row.note + "; " if row.note else "") + "accuracy not measured")
+    dtype = "uint8"
+    entry = next((e for e in item.files.values() if Path(e["file"]).name == row.file), None)
+    if entry is not None:
+        dtype = entry["input"]["dtype"]
+    try:
+        figures = file_accuracy(runner, eval_set, tuple(item.config.input_size), dtype, row.file or backend)
+    except ValueError as error:
+        return dataclasses.replace(row, status="failed", note=" ".join(str(error).split())[:200])
+    return dataclasses.replace(row, abs_rel=figures["abs_rel"], rmse=figures["rmse"],
+                               delta1=figures["delta1"], eval_frames=figures["frames"])  # fmt: skip
+
+
+def _flag_int8(rows: list[BenchRow]) -> list[BenchRow]:
+    """Flag INT8 rows whose held-out Abs Rel is more than INT8_FLAG_ABS_REL worse than their FP32's."""
+    out = []
+    for row in rows:
+        fp32 = next(
+            (r for r in rows if (r.variant, r.backend, r.precision) == (row.variant, row.backend, "fp32")),
+            None,
+        )
+        if (
+            row.precision == "int8"
+            and row.abs_rel is not None
+            and fp32 is not None
+            and fp32.abs_rel is not None
+        ):
+            if row.abs_rel - fp32.abs_rel > INT8_FLAG_ABS_REL:
+                row = dataclasses.replace(
+                    row, flag=f"Abs Rel +{row.abs_rel - fp32.abs_rel:.3f} vs FP32 (> {INT8_FLAG_ABS_REL})"
+                )
+        out.append(row)
+    return out
+
+
+def _versions(backends: Sequence[str]) -> dict[str, str]:
+    versions = {"torch": torch.__version__}
+    for backend, module in (
+        ("onnxruntime", "onnxruntime"),
+        ("openvino", "openvino"),
+        ("litert", "ai_edge_litert"),
+    ):
+        if backend in backends:
+            try:
+                versions[module] = __import__(module).__version__
+            except (ImportError, AttributeError):
+                pass
+    return versions
+
+
+def _base(item: BenchItem) -> dict:
     config = item.config
     return {
         "variant": item.name,
@@ -148,34 +198,32 @@ def _base(item: _Variant) -> dict:
     }
 
 
-def _from_checkpoint(
-    source, variants, size, precisions, needs_onnx, calib_labels, calib_frames, work, say, target
-):
+def _from_checkpoint(source, variants, size, precisions, targets, calib_labels, calib_frames, work, say):
+    """Load each variant and export its files for ``targets`` into ``work``."""
     read_checkpoint(source)
     items = []
     for name in variants:
         model, config = load_student(source, name)
-        items.append(_Variant(name, config.with_size(tuple(size)), model, {}, {}))
-    if not needs_onnx:
+        items.append(BenchItem(name, config.with_size(tuple(size)), model, {}, {}))
+    if not targets:
         return items
-    from edgedepth.student.deploy.export import export_onnx
+    from edgedepth.student.deploy.targets import export_student
 
     wanted = ["fp32"] + [p for p in precisions if p in ("fp16", "int8")]
     notes = {}
     if "int8" in wanted and calib_labels is None:
         wanted.remove("int8")
         notes["int8"] = "int8 needs calib_labels (a label folder to calibrate on)"
-    say(f"exporting {', '.join(variants)} ({', '.join(wanted)}) at {wxh(size)}")
-    if target == "trt8" and "fp16" in wanted:
-        wanted.remove("fp16")  # trt8 writes no FP16 file: FP16 is TensorRT 8's builder flag
+    if "trt8" in targets and "fp16" in wanted:
         notes["fp16"] = "trt8 exports no FP16 file (a TensorRT builder flag)"
-    manifest = export_onnx(source, work / "onnx", tuple(variants), tuple(size), target, tuple(wanted),
-                           calib_labels=calib_labels, calib_frames=calib_frames, progress=False)  # fmt: skip
+    say(f"exporting {', '.join(variants)} for {', '.join(targets)} ({', '.join(wanted)}) at {wxh(size)}")
+    manifest = export_student(source, work / "export", targets, tuple(variants), tuple(size), tuple(wanted),
+                              calib_labels=calib_labels, calib_frames=calib_frames, progress=False)  # fmt: skip
     for item in items:
         item.notes.update(notes)
         for entry in manifest.files:
             if entry["variant"] == item.name:
-                item.files[_file_key(entry)] = {**entry, "file": str(manifest.out_dir / entry["path"])}
+                item.files[file_key(entry)] = {**entry, "file": str(manifest.out_dir / entry["path"])}
     return items
 
 
@@ -195,9 +243,9 @@ def _from_export_dir(folder: Path, variants, precisions):
             model, _ = load_student(checkpoint, name)
         else:
             model, note = config.build().eval(), "torch rows use random weights (checkpoint not found)"
-        files = {_file_key(e): {**e, "file": str(folder / e["path"])} for e in mine}
+        files = {file_key(e): {**e, "file": str(folder / e["path"])} for e in mine}
         missing = {p: f"the export folder has no {p} file of {name}" for p in precisions if p not in files}
-        items.append(_Variant(name, config, model, files, missing, note))
+        items.append(BenchItem(name, config, model, files, missing, note))
     return items
 
 
@@ -223,104 +271,26 @@ def _manifest_files(path: Path) -> list[dict]:
     return files
 
 
-def _input(item: _Variant, dtype: str) -> np.ndarray:
-    height, width = item.config.input_size
-    rng = np.random.default_rng(0)
-    return rng.integers(0, 256, (1, 3, height, width), dtype=np.uint8).astype(dtype)
-
-
-def _torch_row(item, base, precision, device, threads, repeats, warmup, memory, work, calib_labels):
-    from edgedepth.student.deploy.export import ExportModel
-
-    if precision == "int8" or (precision == "fp16" and not device.startswith("cuda")):
-        why = "eager int8 is not benchmarked" if precision == "int8" else "fp16 eager runs on CUDA only"
-        return BenchRow(**base, backend="torch", precision=precision, status="skipped",
-                        note=f"{why}; see onnxruntime / tensorrt")  # fmt: skip
-    if threads and device == "cpu":
-        torch.set_num_threads(threads)
-    wrapper = ExportModel(item.model, item.config).to(device).eval()
-    x = torch.from_numpy(_input(item, "uint8")).to(device)
-    cuda = device.startswith("cuda")
-    sync = torch.cuda.synchronize if cuda else None
-
-    def run():
-        with torch.inference_mode(), torch.autocast("cuda", torch.float16, enabled=precision == "fp16"):
-            wrapper(x)
-
-    if cuda:
-        torch.cuda.reset_peak_memory_stats()
-    stats = latency_stats(time_runs(run, repeats, warmup, sync))
-    peak, what = None, ""
-    if cuda:
-        peak, what = torch.cuda.max_memory_allocated() / 2**20, "torch.cuda.max_memory_allocated"
-    elif memory:
-        state = work / f"torch_{item.name}.pt"
-        torch.save({"config": item.config.to_dict(), "state": item.model.state_dict()}, state)
-        peak, what = peak_memory_mb("torch", state, x.shape, "uint8", threads), RSS_NOTE
-    return BenchRow(**base, backend="torch", precision=precision, status="ok", **stats,
-                    peak_memory_mb=peak, memory=what, note=item.weights_note)  # fmt: skip
-
-
-def _ort_row(item, base, precision, device, threads, repeats, warmup, memory, work, calib_labels):
+def _manifest_files(path: Path) -> list[dict]:
+    """The ``files`` of an export manifest, each with a variant, a path and model settings."""
     try:
-        import onnxruntime as ort
-    except ImportError:
-        return BenchRow(**base, backend="onnxruntime", precision=precision, status="not installed")
-    if device.startswith("cuda") and "CUDAExecutionProvider" not in ort.get_available_providers():
-        return BenchRow(**base, backend="onnxruntime", precision=precision, status="not installed",
-                        note="onnxruntime has no CUDA provider here (onnxruntime-gpu)")  # fmt: skip
-    entry = item.files.get(f"{precision}-ort") or item.files.get(precision)
-    # int8: ONNX Runtime's own Q/DQ form when the export wrote it, else the TensorRT form
-    if entry is None:
-        note = item.notes.get(precision, f"no {precision} file")
-        return BenchRow(**base, backend="onnxruntime", precision=precision, status="skipped", note=note)
-    dtype = entry["input"]["dtype"]
-    stats = time_onnx(entry["file"], _input(item, dtype), threads, repeats, warmup, device)
-    peak = None
-    if memory and device == "cpu":
-        peak = peak_memory_mb("onnxruntime", entry["file"], (1, 3, *item.config.input_size), dtype, threads)
-    return BenchRow(**base, backend="onnxruntime", precision=precision, status="ok", **stats,
-                    peak_memory_mb=peak, memory=RSS_NOTE if peak is not None else "",
-                    note=_parity_note(entry))  # fmt: skip
-
-
-def _file_key(entry: dict) -> str:
-    """Key of a manifest entry in a bench item's files: the precision, ``-ort`` for ONNX Runtime's form."""
-    return entry["precision"] + ("-ort" if entry.get("runtime") == "onnxruntime" else "")
-
-
-def _parity_note(entry: dict) -> str:
-    parity = entry.get("parity", {})
-    if entry["precision"] == "fp32" or "abs_rel" not in parity:
-        return ""
-    form = f"{Path(entry['path']).name}: " if entry.get("runtime") == "onnxruntime" else ""
-    return f"{form}depth vs FP32: Abs Rel {parity['abs_rel']:.3g}, RMSE {parity['rmse']:.3g} m"
-
-
-def _trt_row(item, base, precision, device, threads, repeats, warmup, memory, work, calib_labels):
-    from edgedepth.student.deploy.tensorrt import TensorRTUnavailable, build_engine
-
-    row = {**base, "backend": "tensorrt", "precision": precision}
-    try:
-        import tensorrt as trt
-    except (ImportError, OSError) as error:
-        return BenchRow(**row, status="not installed", note=" ".join(str(error).split())[:120])
-    if not torch.cuda.is_available():
-        return BenchRow(**row, status="not installed", note=f"TensorRT {trt.__version__}, but no CUDA GPU")
-    entry = item.files.get(precision) or (item.files.get("fp32") if precision == "fp16" else None)
-    # an FP16 engine builds from the FP16 copy, or from the FP32 file with the builder flag
-    if entry is None:
-        return BenchRow(**row, status="skipped", note=item.notes.get(precision, f"no {precision} file"))
-    engine_path = work / f"{Path(entry['file']).stem}.engine"
-    try:
-        build_engine(entry["file"], engine_path, fp16=precision == "fp16", int8=precision == "int8",
-                     calib_labels=calib_labels, log=lambda *_: None,
-                     size=tuple(item.config.input_size))  # fmt: skip
-    except TensorRTUnavailable as error:
-        return BenchRow(**row, status="not installed", note=str(error)[:160])
-    stats, peak = time_engine(trt, engine_path, _input(item, entry["input"]["dtype"]), repeats, warmup)
-    return BenchRow(**row, status="ok", **stats, peak_memory_mb=peak,
-                    memory="engine device_memory_size + I/O buffers", note=_parity_note(entry))  # fmt: skip
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path}: not valid JSON ({err})") from None
+    files = data.get("files") if isinstance(data, dict) else None
+    if not isinstance(files, list):
+        raise ValueError(f"{path}: field 'files' is missing or not a list (not an export manifest)")
+    for i, entry in enumerate(files):
+        if not (
+            isinstance(entry, dict)
+            and isinstance(entry.get("variant"), str)
+            and isinstance(entry.get("path"), str)
+            and isinstance(entry.get("model_config"), dict)
+        ):
+            raise ValueError(f"{path}: files[{i}] lacks a variant, path or model_config")
+        if Path(entry["path"]).name != entry["path"]:
+            raise ValueError(f"{path}: files[{i}] path {entry['path']!r} is not a file of the folder")
+    return files
 
 
 __all__ = ["BACKENDS", "BENCH_PRECISIONS", "bench_variants"]

@@ -21,6 +21,7 @@ _HOMES = {
     "evaluate_image": "edgedepth.student.evaluate.metrics",
     "predict_images": "edgedepth.student.evaluate.predict",
     "score_constant": "edgedepth.student.evaluate.evaluation",
+    "score_predictions": "edgedepth.student.evaluate.evaluation",
     "score_teacher": "edgedepth.student.evaluate.evaluation",
 }
 
