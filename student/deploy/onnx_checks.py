@@ -80,25 +80,143 @@ def check_structure(model: onnx.ModelProto, target: str, name: str) -> dict:
 
 def check_tensorrt_qdq(model: onnx.ModelProto, name: str) -> None:
     """Raise ValueError unless every Q/DQ node is what TensorRT's explicit quantization reads:
-    int8 with zero point 0 (TensorRT 8.x-11 take no uint8 Q/DQ and no non-zero zero points)."""
-    inits = {t.name: t for t in model.graph.initializer}
-    consts = {
-        n.output[0]: n.attribute[0].t for n in model.graph.node if n.op_type == "Constant" and n.attribute
-    }
+    int8 with zero point 0 (TensorRT 8.x-11 take no uint8 Q/DQ and no non-zero zero points), a
+    constant positive scale, one scale per tensor on activations (per channel on weights only)."""
+    consts = _constants(model)
+    producer = {out: node for node in model.graph.node for out in node.output}
     for node in model.graph.node:
         if node.op_type not in ("QuantizeLinear", "DequantizeLinear"):
             continue
-        if len(node.input) < 3 or not node.input[2]:
-            continue  # no zero point: int8, 0 by the ONNX default
-        tensor = inits.get(node.input[2]) or consts.get(node.input[2])
-        if tensor is None:
-            raise ValueError(f"{name}: {node.op_type} {node.name} has a computed zero point")
-        values = onnx.numpy_helper.to_array(tensor)
-        if tensor.data_type != onnx.TensorProto.INT8 or np.any(values != 0):
+        what = f"{name}: {node.op_type} {node.name or node.output[0]}"
+        if len(node.input) > 2 and node.input[2]:
+            tensor = consts.get(node.input[2])
+            if tensor is None:
+                raise ValueError(f"{what} has a computed zero point")
+            values = onnx.numpy_helper.to_array(tensor)
+            if tensor.data_type != onnx.TensorProto.INT8 or np.any(values != 0):
+                raise ValueError(
+                    f"{what} has a {values.dtype} zero point "
+                    f"{values.ravel()[:3].tolist()}; TensorRT needs int8 with zero point 0"
+                )
+        elif node.op_type == "QuantizeLinear" and _attr(node, "output_dtype", 0) != onnx.TensorProto.INT8:
             raise ValueError(
-                f"{name}: {node.op_type} {node.name} has a {values.dtype} zero point "
-                f"{values.ravel()[:3].tolist()}; TensorRT needs int8 with zero point 0"
+                f"{what} has no zero point (uint8 in ONNX); TensorRT needs int8 with zero point 0"
             )
+        data = consts.get(node.input[0])
+        if (
+            node.op_type == "DequantizeLinear"
+            and data is not None
+            and data.data_type != onnx.TensorProto.INT8
+        ):
+            kind = onnx.helper.tensor_dtype_to_np_dtype(data.data_type)
+            raise ValueError(f"{what} reads {kind} data; TensorRT needs int8 with zero point 0")
+        scale = consts.get(node.input[1])
+        if scale is None:
+            raise ValueError(f"{what} has a computed scale; TensorRT needs a constant one")
+        values = onnx.numpy_helper.to_array(scale).astype(np.float64)
+        if not (np.isfinite(values).all() and (values > 0).all()):
+            raise ValueError(
+                f"{what} has a scale that is not finite and positive ({values.ravel()[:3].tolist()})"
+            )
+        if values.size > 1 and not _of_constant(node, consts, producer):
+            raise ValueError(
+                f"{what} quantizes an activation per channel; TensorRT needs one scale per tensor"
+            )
+        if _attr(node, "block_size", 0):
+            raise ValueError(
+                f"{what} is block-quantized; TensorRT 8.2-10 INT8 takes per-tensor or per-channel"
+            )
+
+
+def check_trt_int8_structure(model: onnx.ModelProto, target: str, name: str) -> dict:
+    """Raise a one-line ValueError unless ``model`` is an INT8 file TensorRT fuses on ``target``.
+
+    The file fits the target (``check_structure``), every Q/DQ is TensorRT's (``check_tensorrt_qdq``)
+    and every Conv reads a DequantizeLinear on its input and on its (constant) weight. A Conv may stay
+    float only whole, and only where TensorRT has no INT8 kernel worth it (fewer than 16 channels, not
+    a multiple of 8: the rule ModelOpt's placement follows). Returns the structure's figures and the
+    counts: ``convs``, ``quantized_convs``, ``float_convs``, ``qdq_nodes``, ``quantized_ops``.
+    """
+    info = check_structure(model, target, name)
+    check_tensorrt_qdq(model, name)
+    consts = _constants(model)
+    producer = {out: node for node in model.graph.node for out in node.output}
+
+    def dq(tensor: str) -> onnx.NodeProto | None:
+        node = producer.get(tensor)
+        return node if node is not None and node.op_type == "DequantizeLinear" else None
+
+    inputs = {i.name for i in model.graph.input}
+    convs = [node for node in model.graph.node if node.op_type == "Conv"]
+    floats = []
+    for node in convs:
+        what = f"{name}: Conv {node.name or node.output[0]}"
+        data, weight = dq(node.input[0]), dq(node.input[1])
+        if data is None and weight is None and node.input[1] in consts:
+            shape = list(consts[node.input[1]].dims)
+            if not _int8_pays(shape, _attr(node, "group", 1), node.input[0] in inputs):
+                floats.append(node.name)
+                continue
+        if weight is None:
+            raise ValueError(f"{what} has no DequantizeLinear on its weight; TensorRT runs it unquantized")
+        if data is None:
+            raise ValueError(f"{what} has no DequantizeLinear on its input; TensorRT runs it unquantized")
+        if not _of_constant(weight, consts, producer):
+            raise ValueError(f"{what} has a computed weight; TensorRT needs constant quantized weights")
+    if len(convs) == len(floats):
+        raise ValueError(f"{name}: no Conv is quantized (no Q/DQ on any Conv): not an INT8 file")
+    qdq = [n for n in model.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")]
+    fed = {
+        node.op_type
+        for node in model.graph.node
+        if node.op_type not in ("QuantizeLinear", "DequantizeLinear") and any(dq(i) for i in node.input)
+    }
+    return {
+        **info,
+        "convs": len(convs),
+        "quantized_convs": len(convs) - len(floats),
+        "float_convs": len(floats),
+        "qdq_nodes": len(qdq),
+        "quantize_linear": sum(n.op_type == "QuantizeLinear" for n in qdq),
+        "dequantize_linear": sum(n.op_type == "DequantizeLinear" for n in qdq),
+        "quantized_ops": sorted(fed),
+    }
+
+
+def _int8_pays(shape: list[int], group: int, first: bool) -> bool:
+    """Whether TensorRT has an INT8 kernel worth using for a Conv with weight ``shape`` (ModelOpt's
+    rule: 16+ channels, or channel counts that are multiples of 8 and a square kernel)."""
+    out_ch, in_ch, kernel = shape[0], shape[1], shape[2:]
+    if out_ch >= 16 and in_ch >= 16:
+        return True
+    if group == 1:
+        return (
+            (out_ch % 8 == 0 or in_ch % 8 == 0)
+            and (first or max(out_ch, in_ch) >= 16)
+            and len(set(kernel)) <= 1
+        )
+    return out_ch % 8 == 0 and all(k >= 3 for k in kernel)
+
+
+def _of_constant(node: onnx.NodeProto, consts: dict, producer: dict) -> bool:
+    """Whether a Q/DQ node reads a constant (a weight), directly or through a QuantizeLinear."""
+    source = producer.get(node.input[0])
+    if source is not None and source.op_type == "QuantizeLinear":
+        return source.input[0] in consts
+    return node.input[0] in consts
+
+
+def _constants(model: onnx.ModelProto) -> dict[str, onnx.TensorProto]:
+    """Initializers and Constant-node outputs by name."""
+    consts = {t.name: t for t in model.graph.initializer}
+    for node in model.graph.node:
+        if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
+            consts[node.output[0]] = node.attribute[0].t
+    return consts
+
+
+def _attr(node: onnx.NodeProto, key: str, default: int) -> int:
+    return next((int(onnx.helper.get_attribute_value(a)) for a in node.attribute if a.name == key), default)
 
 
 def session(path: str | Path) -> ort.InferenceSession:
@@ -156,6 +274,7 @@ __all__ = [
     "TARGET_OPSET",
     "check_structure",
     "check_tensorrt_qdq",
+    "check_trt_int8_structure",
     "checked",
     "copy_parity",
     "depth_figures",

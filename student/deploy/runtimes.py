@@ -7,7 +7,6 @@ TensorRT (with ModelOpt) are extras, so a user who ships to one device does not 
 from __future__ import annotations
 
 import importlib
-import importlib.util
 from types import ModuleType
 
 EXTRAS = {
@@ -42,8 +41,12 @@ def require(module: str) -> ModuleType:
 
 
 def available(module: str) -> bool:
-    """Whether ``module`` imports (without importing it twice: a cheap look-up first)."""
-    return importlib.util.find_spec(module) is not None
+    """Whether ``module`` (a key of ``EXTRAS``) imports."""
+    try:
+        require(module)
+    except RuntimeMissing:
+        return False
+    return True
 
 
 __all__ = ["EXTRAS", "RuntimeMissing", "available", "pip_line", "require"]

@@ -38,6 +38,7 @@ from edgedepth.common import check_choice, check_choices
 from edgedepth.student.deploy.accuracy import INT8_FLAG_ABS_REL, file_accuracy, heldout_set
 from edgedepth.student.deploy.bench_rows import ROWS, BenchItem, RowSettings, file_key
 from edgedepth.student.deploy.memory_probe import RSS_NOTE
+from edgedepth.student.deploy.runtimes import available, pip_line
 from edgedepth.student.deploy.speed_result import BenchResult, BenchRow, wxh
 from edgedepth.student.model import (
     VARIANTS,
@@ -205,12 +206,15 @@ def _from_checkpoint(source, variants, size, precisions, targets, calib_labels, 
     for name in variants:
         model, config = load_student(source, name)
         items.append(BenchItem(name, config.with_size(tuple(size)), model, {}, {}))
+    from edgedepth.student.deploy.targets import RUNTIME_MODULES, export_student
+
+    missing = {t: m for t in targets for m in RUNTIME_MODULES.get(t, ()) if not available(m)}
+    targets = [t for t in targets if t not in missing]  # their rows say "not installed" and the pip line
     if not targets:
         return items
-    from edgedepth.student.deploy.targets import export_student
 
     wanted = ["fp32"] + [p for p in precisions if p in ("fp16", "int8")]
-    notes = {}
+    notes = {f"{t}:{p}": f"not exported: {pip_line(m)}" for t, m in missing.items() for p in precisions}
     if "int8" in wanted and calib_labels is None:
         wanted.remove("int8")
         notes["int8"] = "int8 needs calib_labels (a label folder to calibrate on)"
