@@ -219,6 +219,11 @@ def fastdepth_rows(path: Path, hw, threads, repeats, warmup, backends) -> tuple[
     note = "FastDepth-class (MobileNet v1 + NNConv5, skip add), random weights: no accuracy"
     rows, runners = [], {}
     for backend in [b for b in ("onnxruntime", "openvino") if b in backends]:
+        if backend == "openvino":  # its IR, FP32 weights, converted from the same ONNX file
+            import openvino as ov
+
+            path = path.with_suffix(".xml")
+            ov.save_model(ov.convert_model(str(path.with_suffix(".onnx"))), str(path), compress_to_fp16=False)
         run = runner_for(backend, "fp32", str(path), threads)
         stats = latency_stats(time_runs(lambda r=run: r(image), repeats, warmup))
         peak = peak_memory_mb(

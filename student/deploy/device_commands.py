@@ -6,6 +6,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+INT8_COMPARE = "--check-error-stat mean --atol 0.25 --rtol 0.02"
+"""polygraphy's test of an INT8 engine against ONNX Runtime running the same Q/DQ file."""
+INT8_COMPARE_NOTE = "mean error within 0.25 m or 2 % (single pixels differ by rounding)"
+"""Why the INT8 test is on the mean: ONNX Runtime runs the Q/DQ file as FP32 with rounding (fake
+quantization), TensorRT in INT8 with fused layers, so the two round a few values differently and
+single pixels of depth differ by more than the FP32 tolerances; a misplaced scale moves the mean."""
+
 
 def trtexec_command(
     onnx_path: str | Path,
@@ -77,12 +84,26 @@ def export_commands(
             f"{trt} --saveEngine={stem}.engine --stronglyTyped{shapes}",
             f"{poly} --trt --strongly-typed --atol 0.5 --rtol 0.01",
         ]
+    int8 = f"{poly} --trt --int8 {INT8_COMPARE}"
+    if target == "trt8":
+        return [
+            "# TensorRT 8.2, Q/DQ file (explicit quantization: the scales are in the file, no calibration cache);",
+            "# --int8 runs the quantized layers in INT8 and the rest in FP32, --int8 --fp16 the rest in FP16",
+            f"{trt} --saveEngine={stem}.engine --int8",
+            f"{trt} --saveEngine={stem}_fp16.engine --int8 --fp16",
+            f"# the engine vs ONNX Runtime on the same Q/DQ file: {INT8_COMPARE_NOTE}",
+            int8,
+        ]
     return [
-        "# Q/DQ (explicit quantization): --int8 for TensorRT 8.x / 10, --stronglyTyped for TensorRT 11",
+        "# Q/DQ file (explicit quantization: the scales are in the file, no calibration cache). TensorRT 10.x:",
+        "# --int8 (the rest in FP32; --int8 --fp16: the rest in FP16); TensorRT 11 has no --int8: --stronglyTyped",
         f"{trt} --saveEngine={stem}.engine --int8{shapes}",
+        f"{trt} --saveEngine={stem}_fp16.engine --int8 --fp16{shapes}",
         f"{trt} --saveEngine={stem}_trt11.engine --stronglyTyped{shapes}",
-        f"{poly} --trt --int8 --atol 2.0 --rtol 0.05",
+        f"# the engine vs ONNX Runtime on the same Q/DQ file: {INT8_COMPARE_NOTE}",
+        int8,
+        f"{poly} --trt --strongly-typed {INT8_COMPARE}",
     ]
 
 
-__all__ = ["export_commands", "trtexec_command"]
+__all__ = ["INT8_COMPARE", "export_commands", "trtexec_command"]

@@ -9,9 +9,7 @@ holds the trtexec and polygraphy lines for the device. Contract and choices: doc
 
 from __future__ import annotations
 
-import contextlib
 import json
-import logging
 import tempfile
 import warnings
 from dataclasses import dataclass, field
@@ -34,6 +32,7 @@ from edgedepth.common import (
 from edgedepth.student.deploy import onnx_checks as checks
 from edgedepth.student.deploy.calibration import calibration_frames, to_export_input
 from edgedepth.student.deploy.device_commands import export_commands
+from edgedepth.student.deploy.int8 import ORT_QUANTIZER, _to_int8, tensorrt_int8
 from edgedepth.student.deploy.onnx_passes import fold_pads_into_convs
 from edgedepth.student.model import (
     VARIANTS,
@@ -196,9 +195,10 @@ def export_onnx(
                     copy = _to_fp16(fp32)
                 else:
                     frames = [to_export_input(im, size, dtype) for im in calib.images]
-                    copy = _to_int8(fp32, frames, runtime)
                     if runtime == "tensorrt":
-                        checks.check_tensorrt_qdq(copy, path.name)
+                        copy, quantizer = tensorrt_int8(fp32, frames, target, path.name)
+                    else:
+                        copy, quantizer = _to_int8(fp32, frames, runtime), ORT_QUANTIZER
                 checks.check_structure(copy, target, path.name)
                 write_bytes_atomic(path, copy.SerializeToString())
                 entry = _describe(
@@ -206,6 +206,7 @@ def export_onnx(
                 )
                 entry["parity"] = checks.checked(checks.copy_parity, path, precision, real, ref)
                 if precision == "int8":
+                    entry["quantizer"] = quantizer
                     entry["calibration"] = {
                         "labels": str(calib_labels),
                         "frame_ids": list(calib.frame_ids),
@@ -263,70 +264,6 @@ def _to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
         return float16.convert_float_to_float16(model, keep_io_types=True, op_block_list=block)
 
 
-def _to_int8(model: onnx.ModelProto, frames: list[np.ndarray], runtime: str = "tensorrt") -> onnx.ModelProto:
-    """Q/DQ copy by ONNX Runtime's static quantizer (MinMax calibration on ``frames``).
-
-    ``runtime="tensorrt"``: the form TensorRT's explicit quantization reads: symmetric int8
-    activations (zero point 0), per-channel symmetric int8 weights as Q->DQ pairs on the FP32
-    weights, FP32 biases, Q/DQ on Conv inputs only. ``runtime="onnxruntime"``: the form ONNX
-    Runtime's CPU kernels fuse into QLinearConv: asymmetric uint8 activations on every supported
-    operator (a ReLU6 followed by a [0, 6] quantizer is dropped), per-channel int8 weights, int32
-    biases. TensorRT refuses the second (non-zero zero points, uint8); ONNX Runtime runs the first
-    mostly as float with conversions (docs/export.md).
-    """
-    from onnxruntime.quantization import (
-        CalibrationDataReader,
-        CalibrationMethod,
-        QuantFormat,
-        QuantType,
-        quantize_static,
-    )
-
-    class Reader(CalibrationDataReader):
-        def __init__(self) -> None:
-            self.items = iter({"image": frame} for frame in frames)
-
-        def get_next(self) -> dict | None:
-            return next(self.items, None)
-
-    if runtime == "tensorrt":
-        settings = dict(
-            op_types_to_quantize=["Conv"], activation_type=QuantType.QInt8,
-            extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "AddQDQPairToWeight": True,
-                           "QuantizeBias": False},
-        )  # fmt: skip
-    elif runtime == "onnxruntime":
-        settings = dict(activation_type=QuantType.QUInt8, extra_options={"WeightSymmetric": True})
-    else:
-        raise ValueError(f"unknown int8 runtime {runtime!r}; choose tensorrt or onnxruntime")
-    with tempfile.TemporaryDirectory() as tmp:
-        source, target = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
-        onnx.save(onnx.shape_inference.infer_shapes(model), str(source))
-        with warnings.catch_warnings(), _quiet_quantizer():
-            warnings.simplefilter("ignore")
-            quantize_static(
-                str(source), str(target), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax, **settings,
-            )  # fmt: skip
-        quantized = onnx.load(str(target))
-    del quantized.opset_import[:]
-    quantized.opset_import.extend(model.opset_import)  # the quantizer only adds ops of these opsets
-    quantized.ir_version = model.ir_version
-    return quantized
-
-
-@contextlib.contextmanager
-def _quiet_quantizer():
-    """The quantizer logs a pre-processing hint on the root logger at WARNING; hide it."""
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        root.setLevel(level)
-
-
 def _describe(
     manifest, path: Path, model, variant, target, precision, config, size, dtype, runtime: str = "any"
 ) -> dict:
@@ -369,4 +306,12 @@ def _versions() -> dict[str, str]:
     return versions
 
 
-__all__ = ["DEFAULT_INPUT_DTYPE", "PRECISIONS", "TARGETS", "ExportModel", "Manifest", "export_onnx"]
+__all__ = [
+    "DEFAULT_INPUT_DTYPE",
+    "PRECISIONS",
+    "TARGETS",
+    "ExportModel",
+    "Manifest",
+    "export_onnx",
+    "tensorrt_int8",
+]

@@ -64,7 +64,11 @@ def check_structure(model: onnx.ModelProto, target: str, name: str) -> dict:
     ops = sorted({node.op_type for node in model.graph.node})
     foreign = sorted(set(ops) - ALLOWED_OPS[target])
     if foreign:
-        raise ValueError(f"{name}: operators not on the {target} allow-list: {', '.join(foreign)}")
+        first = next(n for n in model.graph.node if n.op_type in foreign)
+        raise ValueError(
+            f"{name}: operators not on the {target} allow-list: {', '.join(foreign)} "
+            f"(first: {first.op_type} {first.name or first.output[0]})"
+        )
     shuffles = [n for n in model.graph.node if n.op_type == "DepthToSpace"]
     if not shuffles:
         raise ValueError(f"{name}: no DepthToSpace (pixel shuffle was not exported as one)")

@@ -112,11 +112,12 @@ def test_three_irs_with_the_onnx_input_contract(exported, bases, ov):
         assert entry["runtime"] == "openvino" and entry["openvino"] == ov.__version__
         assert entry["input"] == {"name": "image", "dtype": dtype, "shape": [1, 3, *SIZE], "range": [0, 255]}
         model = ov.Core().read_model(out / entry["path"])
-        assert model.input(0).get_names() == {"image"}
+        assert "image" in model.input(0).get_names()  # (a float32 file's no-op Cast adds its name)
         assert model.input(0).get_partial_shape().is_static  # static batch 1, even from a dynamic base
         assert list(model.input(0).get_shape()) == [1, 3, *SIZE]
         assert model.input(0).get_element_type().to_dtype() == np.dtype(dtype)
-        assert [o.get_names() for o in model.outputs] == [{"depth"}, {"classes"}]
+        depth_port, classes_port = model.outputs
+        assert "depth" in depth_port.get_names() and "classes" in classes_port.get_names()
         assert entry["ops"] == openvino_ops(out / entry["path"])
     assert entries["fp32"]["parity"]["images"] == 4 and entries["fp32"]["parity"]["class_agreement"] >= 0.999
     quantizer = entries["int8"]["quantizer"]
@@ -247,6 +248,8 @@ def test_bf16_hint_runs_in_bf16(exported, wrapper):
 
 @pytest.mark.parametrize("missing", ["openvino", "nncf"])
 def test_a_missing_runtime_names_the_pip_line(tmp_path, monkeypatch, missing):
+    if missing == "nncf":
+        pytest.importorskip("openvino")  # NNCF is asked for after OpenVINO
     onnx_file = tmp_path / "model.onnx"
     onnx_file.write_bytes(b"")  # never read: the import fails first
     monkeypatch.setitem(sys.modules, missing, None)
