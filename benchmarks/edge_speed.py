@@ -51,10 +51,9 @@ from edgedepth.labelgen.run import process_shard
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository: tests.kitti_tree
 from edgedepth.student.deploy.memory_probe import RSS_NOTE, peak_memory_mb
-from edgedepth.student.deploy.runtimes import available
 from edgedepth.student.deploy.speed import bench_variants
 from edgedepth.student.deploy.speed_result import BenchRow, plot_pareto
-from edgedepth.student.deploy.targets import export_student
+from edgedepth.student.deploy.targets import export_student, runtime_ready
 from edgedepth.student.deploy.timing import latency_stats, ort_session, time_runs
 from edgedepth.student.model.checkpoint import save_checkpoint
 from edgedepth.student.model.config import ModelConfig
@@ -261,7 +260,7 @@ def main(checkpoint, calib_labels, eval_root, eval_frames, variants, backends, p
     width, height = (int(v) for v in size.lower().split("x"))
     hw = (height, width)
     variants = [v.strip().upper() for v in variants.split(",") if v.strip()]
-    backends = [b for b in (v.strip() for v in backends.split(",")) if b and (b == "onnxruntime" or available(
+    backends = [b for b in (v.strip() for v in backends.split(",")) if b and (b == "onnxruntime" or runtime_ready(
         {"openvino": "openvino", "litert": "ai_edge_litert"}[b]))]  # fmt: skip
     precisions = [p.strip() for p in precisions.split(",") if p.strip()]
     out = Path(out_dir)

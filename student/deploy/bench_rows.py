@@ -182,11 +182,12 @@ def openvino_row(item: BenchItem, base: dict, precision: str, s: RowSettings) ->
 def litert_row(item: BenchItem, base: dict, precision: str, s: RowSettings) -> Made:
     """The LiteRT interpreter (XNNPACK) on the CPU."""
     row = {**base, "backend": "litert", "precision": precision}
+    from edgedepth.student.deploy.litert_backend import litert_runner, require_litert, time_litert
+
     try:
-        require("ai_edge_litert")
+        require_litert("ai_edge_litert")
     except RuntimeMissing:
         return BenchRow(**row, status="not installed", note=pip_line("ai_edge_litert")), None
-    from edgedepth.student.deploy.litert_backend import litert_runner, time_litert
 
     if s.device != "cpu":
         return BenchRow(**row, status="skipped", note="the LiteRT rows run on the CPU"), None

@@ -14,7 +14,10 @@ EXTRAS = {
     "nncf": ("openvino", "pip install 'edgedepth[openvino]'"),
     "ai_edge_litert": ("litert", "pip install 'edgedepth[litert]'"),
     "litert_torch": ("litert", "pip install 'edgedepth[litert]'"),
-    "tensorrt": ("tensorrt", "pip install tensorrt on an x86-64 GPU machine; on a Jetson, JetPack's TensorRT"),
+    "tensorrt": (
+        "tensorrt",
+        "pip install tensorrt on an x86-64 GPU machine; on a Jetson, JetPack's TensorRT",
+    ),
     "modelopt": ("tensorrt", "pip install 'edgedepth[tensorrt]'"),
 }
 """Importable module -> (the extra that brings it, the pip line)."""

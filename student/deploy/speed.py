@@ -38,7 +38,7 @@ from edgedepth.common import check_choice, check_choices
 from edgedepth.student.deploy.accuracy import INT8_FLAG_ABS_REL, file_accuracy, heldout_set
 from edgedepth.student.deploy.bench_rows import ROWS, BenchItem, RowSettings, file_key
 from edgedepth.student.deploy.memory_probe import RSS_NOTE
-from edgedepth.student.deploy.runtimes import available, pip_line
+from edgedepth.student.deploy.runtimes import pip_line
 from edgedepth.student.deploy.speed_result import BenchResult, BenchRow, wxh
 from edgedepth.student.model import (
     VARIANTS,
@@ -206,9 +206,12 @@ def _from_checkpoint(source, variants, size, precisions, targets, calib_labels, 
     for name in variants:
         model, config = load_student(source, name)
         items.append(BenchItem(name, config.with_size(tuple(size)), model, {}, {}))
-    from edgedepth.student.deploy.targets import RUNTIME_MODULES, export_student
+    from edgedepth.student.deploy.targets import RUNTIME_MODULES, export_student, runtime_ready
 
-    missing = {t: m for t in targets for m in RUNTIME_MODULES.get(t, ()) if not available(m)}
+    needed = {
+        t: [m for m in RUNTIME_MODULES.get(t, ()) if m != "nncf" or "int8" in precisions] for t in targets
+    }
+    missing = {t: m for t, modules in needed.items() for m in modules if not runtime_ready(m)}
     targets = [t for t in targets if t not in missing]  # their rows say "not installed" and the pip line
     if not targets:
         return items

@@ -33,7 +33,7 @@ from edgedepth.student.deploy.export import (
     _default_parity_image,
     export_onnx,
 )
-from edgedepth.student.deploy.runtimes import require
+from edgedepth.student.deploy.runtimes import RuntimeMissing, require
 from edgedepth.student.model import VARIANTS, load_student, read_checkpoint
 
 ONNX_TARGETS = ("trt8", "trt10")
@@ -42,6 +42,26 @@ RUNTIME_MODULES = {"openvino": ("openvino", "nncf"), "litert": ("litert_torch", 
 """The modules each non-ONNX target needs (nncf only for int8)."""
 TARGET_DTYPE = {**DEFAULT_INPUT_DTYPE, "openvino": "uint8", "litert": "uint8"}
 """Default input dtype per target: every runtime but TensorRT 8 takes the uint8 image as it is."""
+
+
+def require_runtime(module: str) -> None:
+    """``runtimes.require`` of one target's module; LiteRT's through ``require_litert``, which keeps
+    the TensorFlow / absl lines its import prints off the console. Raises ``RuntimeMissing``."""
+    if module in RUNTIME_MODULES["litert"]:
+        from edgedepth.student.deploy.litert_backend import require_litert
+
+        require_litert(module)
+    else:
+        require(module)
+
+
+def runtime_ready(module: str) -> bool:
+    """Whether ``require_runtime(module)`` passes."""
+    try:
+        require_runtime(module)
+    except RuntimeMissing:
+        return False
+    return True
 
 
 def device_lines(target: str, name: str, threads: int = 4) -> list[str]:
@@ -89,7 +109,7 @@ def export_student(
     for target in targets:
         for module in RUNTIME_MODULES.get(target, ()):
             if module != "nncf" or "int8" in precisions:
-                require(module)
+                require_runtime(module)
     if not targets:
         raise ValueError("choose at least one target: " + ", ".join(EXPORT_TARGETS))
     out_dir = Path(out_dir)
@@ -189,4 +209,12 @@ def _describe(manifest: Manifest, out_dir: Path, entry: dict, variant, target, c
     return described
 
 
-__all__ = ["EXPORT_TARGETS", "ONNX_TARGETS", "TARGET_DTYPE", "device_lines", "export_student"]
+__all__ = [
+    "EXPORT_TARGETS",
+    "ONNX_TARGETS",
+    "TARGET_DTYPE",
+    "device_lines",
+    "export_student",
+    "require_runtime",
+    "runtime_ready",
+]
