@@ -54,21 +54,24 @@ def student_export(
 ) -> None:
     """Files for TensorRT 8.2 / 10 (ONNX), OpenVINO (IR) and LiteRT (.tflite), FP32/FP16/INT8, each
     checked against PyTorch; one manifest.json describes them all."""
-    from edgedepth.student.deploy import export_student
+    from edgedepth.student.deploy import RuntimeMissing, export_student
 
-    manifest = export_student(
-        checkpoint,
-        out_dir,
-        targets=_csv(target),
-        variants=_csv(variants),
-        size=size,
-        precisions=_csv(precision),
-        with_seg=with_seg,
-        calib_labels=calib_labels,
-        calib_frames=calib_frames,
-        input_dtype=input_dtype,
-        progress=progress,
-    )
+    try:
+        manifest = export_student(
+            checkpoint,
+            out_dir,
+            targets=_csv(target),
+            variants=_csv(variants),
+            size=size,
+            precisions=_csv(precision),
+            with_seg=with_seg,
+            calib_labels=calib_labels,
+            calib_frames=calib_frames,
+            input_dtype=input_dtype,
+            progress=progress,
+        )
+    except RuntimeMissing as err:  # an optional runtime: one line with its pip command, exit status 3
+        raise Unavailable(str(err)) from None
     click.echo(manifest.format_table())
 
 

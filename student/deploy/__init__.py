@@ -10,11 +10,13 @@ from edgedepth.common import lazy_face
 _HOMES = {
     "DEFAULT_SIZES": "edgedepth.student.deploy.bench",
     "EngineBuildError": "edgedepth.student.deploy.tensorrt",
+    "RuntimeMissing": "edgedepth.student.deploy.runtimes",
     "TensorRTUnavailable": "edgedepth.student.deploy.tensorrt",
     "bench_variants": "edgedepth.student.deploy.speed",
     "build_engine": "edgedepth.student.deploy.tensorrt",
     "export_onnx": "edgedepth.student.deploy.export",
     "export_student": "edgedepth.student.deploy.targets",
+    "EXPORT_TARGETS": "edgedepth.student.deploy.targets",
     "format_table": "edgedepth.student.deploy.bench",
     "plot_pareto": "edgedepth.student.deploy.speed_result",
     "summarize_variants": "edgedepth.student.deploy.bench",
