@@ -98,8 +98,23 @@ class Manifest:
             opset, ir = entry.get("opset", "-"), entry.get("ir_version", "-")
             lines.append(f"{entry['path']:<{width}} {opset:>5} {ir:>3}  {figure}")
         lines += [f"note: {note}" for note in self.notes]
+        lines += self._device_lines()
         lines.append(f"manifest: {self.out_dir / 'manifest.json'}")
         return "\n".join(lines)
+
+    def _device_lines(self) -> list[str]:
+        """The device lines of one file (TensorRT's INT8 file first, else the first file): every file
+        has its own ``<name>.commands.txt``."""
+        pick = next(
+            (e for e in self.files if e["precision"] == "int8" and e.get("runtime") == "tensorrt"), None
+        )
+        pick = pick or (self.files[0] if self.files else None)
+        path = self.out_dir / pick["commands"] if pick and pick.get("commands") else None
+        if path is None or not path.is_file():
+            return []
+        commands = [line for line in path.read_text().splitlines() if line and not line.startswith("#")]
+        head = f"on the device ({pick['path']}; every file's lines are in its .commands.txt):"
+        return [head, *(f"  {line}" for line in commands)]
 
     def save(self) -> Path:
         """Write ``out_dir/manifest.json`` atomically."""

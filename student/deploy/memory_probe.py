@@ -54,6 +54,7 @@ if spec["kind"] == "onnxruntime":
     sess = ort.InferenceSession(spec["path"], options, providers=["CPUExecutionProvider"])
     run = lambda: sess.run(None, {sess.get_inputs()[0].name: image})
 elif spec["kind"] == "openvino":
+    sys.modules.setdefault("openvino_telemetry", None)  # no usage telemetry (runtimes.no_openvino_telemetry)
     import openvino as ov
     before = rss_mb()
     config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": spec["hint"] or "f32"}

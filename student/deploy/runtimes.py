@@ -7,6 +7,9 @@ TensorRT (with ModelOpt) are extras, so a user who ships to one device does not 
 from __future__ import annotations
 
 import importlib
+import logging
+import sys
+import warnings
 from types import ModuleType
 
 EXTRAS = {
@@ -32,12 +35,36 @@ def pip_line(module: str) -> str:
     return EXTRAS[module][1]
 
 
+def no_openvino_telemetry() -> None:
+    """Turn off OpenVINO's and NNCF's usage telemetry in this process, before they are imported.
+
+    Their model conversion and quantization send usage events to an analytics service unless the
+    user ran their opt-out tool (no question is asked when the process is not interactive, as in a
+    batch job). Both fall back to a no-op when the ``openvino_telemetry`` module cannot be imported,
+    so this marks it unimportable, unless something imported it already.
+    """
+    sys.modules.setdefault("openvino_telemetry", None)
+
+
 def require(module: str) -> ModuleType:
-    """Import ``module`` (a key of ``EXTRAS``) or raise ``RuntimeMissing`` naming the pip line."""
+    """Import ``module`` (a key of ``EXTRAS``) or raise ``RuntimeMissing`` naming the pip line.
+
+    The import is quiet: Python warnings and log records below ERROR that a runtime emits while
+    importing (ModelOpt's "No CUDA runtime is found", say) are dropped.
+    """
     if module not in EXTRAS:
         raise ValueError(f"unknown optional runtime {module!r}; choose one of {', '.join(sorted(EXTRAS))}")
+    if module in ("openvino", "nncf"):
+        no_openvino_telemetry()
     try:
-        return importlib.import_module(module)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            previous = logging.root.manager.disable
+            logging.disable(logging.WARNING)
+            try:
+                return importlib.import_module(module)
+            finally:
+                logging.disable(previous)
     except (ImportError, OSError) as err:
         reason = " ".join(str(err).split())[:120]
         raise RuntimeMissing(f"{module} is not installed ({reason}): {pip_line(module)}") from None
@@ -52,4 +79,4 @@ def available(module: str) -> bool:
     return True
 
 
-__all__ = ["EXTRAS", "RuntimeMissing", "available", "pip_line", "require"]
+__all__ = ["EXTRAS", "RuntimeMissing", "available", "no_openvino_telemetry", "pip_line", "require"]

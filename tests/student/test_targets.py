@@ -7,7 +7,9 @@ or foreign calibration folder are refused before any work.
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import subprocess
 import sys
 
 import numpy as np
@@ -25,8 +27,9 @@ from edgedepth.student.model import load_student
 from tests.student.labelfolder import make_label_folder
 from tests.student.test_export import _checkpoint, _images
 
-pytest.importorskip("openvino")
-pytest.importorskip("ai_edge_litert")
+for _module in ("openvino", "ai_edge_litert"):  # looked up, not imported (see the telemetry test)
+    if importlib.util.find_spec(_module) is None:
+        pytest.skip(f"{_module} is not installed", allow_module_level=True)
 
 SIZE = (64, 96)
 RUN = {  # how each target's file is run here: (runner factory, file suffix)
@@ -154,3 +157,22 @@ def test_bench_times_and_scores_every_runtime(exported, tmp_path):
             result.row("XS", "onnxruntime", "fp32").abs_rel, rel=1e-3
         )
     assert result.row("XS", "litert", "bf16").status == "skipped"
+
+
+def test_openvino_sends_no_usage_telemetry(ckpt, tmp_path):
+    """OpenVINO's conversion and NNCF send usage events unless the user opted out; edgedepth's
+    OpenVINO path runs with their telemetry replaced by the no-op they ship (in a fresh process,
+    where edgedepth imports OpenVINO first, as in the CLI)."""
+    code = (
+        "import sys\n"
+        "from edgedepth.student.deploy.runtimes import require\n"
+        "require('openvino'); require('nncf')\n"
+        "from openvino.tools.ovc import convert_impl\n"
+        "from nncf.telemetry import wrapper\n"
+        "assert sys.modules['openvino_telemetry'] is None\n"
+        "assert convert_impl.tm.__name__.endswith('telemetry_stub'), convert_impl.tm\n"
+        "assert type(wrapper.telemetry).__name__ == 'MagicMock', wrapper.telemetry\n"
+    )
+    env = {k: v for k, v in __import__("os").environ.items() if k not in ("CI", "NNCF_CI")}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
