@@ -176,3 +176,25 @@ def test_openvino_sends_no_usage_telemetry(ckpt, tmp_path):
     env = {k: v for k, v in __import__("os").environ.items() if k not in ("CI", "NNCF_CI")}
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=False)
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+class _Determinant(torch.nn.Module):
+    """A graph LiteRT has no lowering for (a determinant), shaped like the student's output."""
+
+    def forward(self, image):
+        x = image.float()
+        scale = torch.linalg.det(x[:, 0, :3, :3]).reshape(1, 1, 1, 1).abs() + 1.0
+        return (torch.nn.functional.avg_pool2d(x[:, :1], 2) * scale,)
+
+
+def test_an_operator_a_target_cannot_express_is_one_line_naming_it(tmp_path):
+    from edgedepth.student.deploy.litert_backend import export_litert
+
+    real = [np.zeros((1, 3, *SIZE), np.uint8)]
+    with pytest.raises(
+        ValueError, match=r"^odd_fp32\.tflite: litert-torch cannot convert the model: .*linalg_det"
+    ) as err:
+        export_litert(
+            _Determinant().eval(), tmp_path, "odd", ("fp32",), SIZE, "uint8", real, None, progress=False
+        )
+    assert "\n" not in str(err.value) and not list(tmp_path.iterdir())
