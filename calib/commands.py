@@ -48,7 +48,14 @@ def calib_group() -> None:
     type=POSITIVE_METRES,
     help="Highest teacher depth binned (m).",
 )
-@click.option("--stat", type=click.Choice(["mean", "median"]), default="mean", show_default=True)
+@click.option(
+    "--stat",
+    type=click.Choice(["mean", "median"]),
+    default="mean",
+    show_default=True,
+    help="Per-bin statistic of LiDAR minus teacher depth: mean (the paper's) or median (robust to "
+    "the teacher's outliers, e.g. SGBM's occlusions).",
+)
 @click.option(
     "--min-count",
     default=100,
@@ -57,7 +64,10 @@ def calib_group() -> None:
     help="Pixels a bin needs; fewer: interpolated, flagged.",
 )
 @click.option(
-    "--holdout", default=0.1, show_default=True, type=SHARE, help="Share of drives held out for evaluation."
+    "--holdout",
+    type=SHARE,
+    help="Share of the frames, as whole drives, held out to check the table  [default: 0.1; 0 when "
+    "that would leave no drive to fit on, e.g. a one-drive folder].",
 )
 @click.option(
     "--workers",
@@ -108,6 +118,12 @@ def calib_fit(
             stat=stat,
             min_count=min_count,
             progress=progress,
+        )
+    if holdout is None and not lut.source.get("holdout"):
+        click.echo(
+            f"note: {labels_dir}: holding out 0.1 would leave none of its {len(lut.source['drives'])} "
+            "drive(s) to fit on: --holdout 0, the table is not checked on held-out drives",
+            err=True,
         )
     lut.save(out_path)
     click.echo(format_lut(lut))

@@ -100,6 +100,19 @@ def _check_stage(folder: LabelFolder, plan: Plan, stage: str, role: str, verify:
         )
 
 
+DEFAULT_HOLDOUT = 0.1
+
+
+def default_holdout(plan: Plan) -> float:
+    """``DEFAULT_HOLDOUT``, or 0 when holding that share out would leave no drive to fit on (a plan
+    of one drive, or of one large drive after small ones)."""
+    try:
+        split_drives(plan, DEFAULT_HOLDOUT)
+    except ValueError:
+        return 0.0
+    return DEFAULT_HOLDOUT
+
+
 def split_drives(plan: Plan, holdout: float) -> tuple[list[int], list[int], list[str]]:
     """(fit shard indices, held-out shard indices, held-out drives): drives in order of the SHA-256
     of their name, the shortest prefix whose frames reach ``holdout`` of all frames is held out."""
@@ -252,7 +265,7 @@ def _dask_results(
 def fit_from_labels(
     labels_dir: LabelFolder | str | Path,
     teacher: str = "sgbm",
-    holdout: float = 0.1,
+    holdout: float | None = None,
     client: Any = None,
     *,
     bin_width: float = 1.0,
@@ -265,7 +278,8 @@ def fit_from_labels(
     **options: Any,
 ) -> Lut:
     """Fit the table on the label folder's non-held-out drives and
-    report RMSE / Abs Rel before and after correction on the held-out ones. ``labels_dir`` may be
+    report RMSE / Abs Rel before and after correction on the held-out ones (``holdout`` None:
+    ``default_holdout``, recorded in the table's ``source.holdout``). ``labels_dir`` may be
     a ``LabelFolder`` (its plan and shard statuses are used). ``frames`` restricts the fit to those
     frame ids (e.g. an experiment's training frames, so held-out scenes never shape the table).
     ``client``: a ``edgedepth.labelgen.client.Workers`` (a cluster started when there is more than one shard
@@ -275,6 +289,8 @@ def fit_from_labels(
     settings = FitSettings(bin_width, min_depth, max_depth, stat, min_count, **options)
     client = Workers.of(client)
     plan, teacher_info = check_stages(folder, teacher, workers=client, progress=progress)
+    if holdout is None:
+        holdout = default_holdout(plan)
     fit_idx, held_idx, held_drives = split_drives(plan, holdout)
     task: Callable[..., Any] = accumulate_shard
     if frames is not None:

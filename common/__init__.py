@@ -35,6 +35,7 @@ _HOMES = {
     "SystemFault": "edgedepth.common.cli_options",
     "TMP_MARK": "edgedepth.common.processes",
     "Unavailable": "edgedepth.common.cli_options",
+    "UpperChoice": "edgedepth.common.cli_options",
     "VARIANT_NAMES": "edgedepth.common.cli_options",
     "atomic_writer": "edgedepth.common.atomic",
     "check_choice": "edgedepth.common.checks",

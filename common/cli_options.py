@@ -62,6 +62,17 @@ class FiniteFloatRange(click.FloatRange):
         return number
 
 
+class UpperChoice(click.Choice):
+    """``click.Choice`` of upper-case names that accepts any case (``l`` is ``L``) and shows, suggests
+    and reports them in upper case: ``case_sensitive=False`` would show ``[l|m|s|xs]`` (click >= 8.2)."""
+
+    def __init__(self, choices: Any) -> None:
+        super().__init__([str(c).upper() for c in choices], case_sensitive=True)
+
+    def normalize_choice(self, choice: object, ctx: click.Context | None) -> str:
+        return super().normalize_choice(choice, ctx).upper()
+
+
 VARIANT_NAMES = ("L", "M", "S", "XS")  # edgedepth.student.model.network.VARIANTS (not imported:
 ARCH_NAMES = ("paper", "fast")  # .ARCHS; importing the network costs torch, `--help` stays fast)
 POSITIVE = click.IntRange(min=1)
@@ -137,6 +148,7 @@ __all__ = [
     "InputError",
     "SystemFault",
     "Unavailable",
+    "UpperChoice",
     "cluster_options",
     "friendly_errors",
     "one_size",

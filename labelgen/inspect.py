@@ -23,7 +23,9 @@ from edgedepth.labelgen.shards import BOOKKEEPING_DATASETS, ShardStatus, decode,
 
 SAMPLE_FRAMES = 8
 MAX_FAILURES = 5
-DEPTH_CMAP = "turbo_r"  # near = red, far = blue; invalid pixels black
+DEPTH_CMAP = "turbo_r"  # near = red, far = dark blue / purple
+NO_DATA_COLOUR = "#c8c8c8"  # light grey: no hue of turbo_r, and far from its dark far end (black was not)
+COLOUR_PERCENTILES = (2.0, 98.0)  # the colour scale's limits: robust to a few outliers at either end
 
 
 def _class_name(class_id: int) -> str:
@@ -218,12 +220,24 @@ def _figure(plt: Any, shape: tuple[int, ...], title: str) -> tuple[Any, Any]:
 
 
 def _colour_range(depth: np.ndarray) -> tuple[np.ndarray, float, float, str]:
-    """Valid mask, colour limits (min to 99th percentile, so a few far outliers don't flatten the map)."""
+    """Valid mask (finite, > 0), colour limits and the colour bar's ``extend``.
+
+    The limits are the 2nd and 98th percentiles of the valid values (``COLOUR_PERCENTILES``), so a
+    few outliers (a border artefact, a far speck) don't flatten the map; values beyond saturate and
+    the bar gets an arrow at that end. A (nearly) constant map gets the full min-max, widened if flat.
+    """
     valid = np.isfinite(depth) & (depth > 0)
     if not valid.any():
         return valid, 0.0, 1.0, "neither"
-    lo, top, hi = float(depth[valid].min()), float(depth[valid].max()), float(np.percentile(depth[valid], 99))
-    return (valid, lo, top, "neither") if hi <= lo or hi >= top else (valid, lo, hi, "max")
+    values = depth[valid]
+    bottom, top = float(values.min()), float(values.max())
+    lo, hi = (float(v) for v in np.percentile(values, COLOUR_PERCENTILES))
+    if not hi > lo:
+        lo, hi = bottom, top
+    if not hi > lo:
+        lo, hi = lo - max(0.05 * abs(lo), 1e-3), hi + max(0.05 * abs(hi), 1e-3)
+    extend = {(False, False): "neither", (True, False): "min", (False, True): "max", (True, True): "both"}
+    return valid, lo, hi, extend[(bottom < lo, top > hi)]
 
 
 def seg_palette() -> np.ndarray:
@@ -234,21 +248,32 @@ def seg_palette() -> np.ndarray:
 
 
 def depth_figure(plt: Any, depth: np.ndarray, title: str) -> Any:
-    """A matplotlib figure of colour-mapped depth (``turbo_r``, metre colour bar), invalid pixels black.
+    """A matplotlib figure of colour-mapped depth (``turbo_r``) with a labelled metre colour bar.
 
-    Sparse maps (under 20% valid) get 3x3 dots (nearest wins) to be visible. The caller saves and closes it.
+    The colour scale spans the 2nd-98th percentiles of the valid depth (``_colour_range``); invalid
+    pixels (0, NaN, inf) are light grey (``NO_DATA_COLOUR``), unlike any depth colour. Sparse maps
+    (under 20% valid) get 3x3 dots (nearest wins) to be visible. The caller saves and closes it.
     """
     valid, lo, hi, extend = _colour_range(depth)
-    note = f"{valid.mean():.1%} valid, {lo:.1f}-{np.max(depth[valid], initial=0.0):.1f} m"
+    top = float(np.max(depth[valid], initial=0.0))
+    bottom = float(np.min(depth[valid], initial=0.0))
+    note = f"{valid.mean():.1%} valid, {bottom:.1f}-{top:.1f} m"
+    if not valid.all():
+        note += ", grey = no data"
     if 0 < valid.mean() < 0.2:
         inverse = np.where(valid, 1.0 / np.where(valid, depth, 1.0), 0.0).astype(np.float32)
         inverse = cv2.dilate(inverse, np.ones((3, 3), np.uint8))
         valid, depth, note = inverse > 0, 1.0 / np.maximum(inverse, 1e-12), f"{note}, points drawn 3x3"
     fig, ax = _figure(plt, depth.shape, f"{title}  ({note})")
-    cmap = plt.get_cmap(DEPTH_CMAP).with_extremes(bad="black")
+    cmap = plt.get_cmap(DEPTH_CMAP).with_extremes(bad=NO_DATA_COLOUR)
     shown = ax.imshow(np.ma.masked_where(~valid, depth), cmap=cmap, vmin=lo, vmax=hi, interpolation="nearest")
-    fig.colorbar(shown, ax=ax, label="depth (m)", extend=extend, fraction=0.03, pad=0.01)
+    fig.colorbar(shown, ax=ax, label=_bar_label(lo, hi), extend=extend, fraction=0.03, pad=0.01)
     return fig
+
+
+def _bar_label(lo: float, hi: float) -> str:
+    p_lo, p_hi = (f"{p:g}" for p in COLOUR_PERCENTILES)
+    return f"depth (m): {lo:.2f}-{hi:.2f}, the {p_lo}-{p_hi}th percentiles"
 
 
 def _overlay_figure(plt: Any, image: np.ndarray, depth: np.ndarray, title: str) -> Any:
@@ -260,7 +285,7 @@ def _overlay_figure(plt: Any, image: np.ndarray, depth: np.ndarray, title: str) 
     rows, cols = np.nonzero(valid)
     dots = ax.scatter(cols + 0.5, rows + 0.5, c=depth[valid], s=2, cmap=DEPTH_CMAP, vmin=lo, vmax=hi, lw=0)
     ax.set(xlim=(0, width), ylim=(height, 0))
-    fig.colorbar(dots, ax=ax, label="depth (m)", extend=extend, fraction=0.03, pad=0.01)
+    fig.colorbar(dots, ax=ax, label=_bar_label(lo, hi), extend=extend, fraction=0.03, pad=0.01)
     return fig
 
 

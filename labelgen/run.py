@@ -295,9 +295,14 @@ def _submit_and_wait(
     errors: dict[tuple[str, str], str] = {}
     frame_total = sum(len(shard.frame_ids) for _, shard in todo)
     fault: tuple[dict[str, Any], str, ShardPlan] | None = None
+    # Two stacked bars move the cursor (ESC[A) to redraw: on a terminal only. In a log file one
+    # bar, with the frame count as its postfix, leaves plain carriage-return lines.
+    stacked, frames_done = progress and sys.stderr.isatty(), 0
     with (
-        tqdm(total=len(todo), unit="shard", disable=not progress, position=0) as shard_bar,
-        tqdm(total=frame_total, unit="frame", disable=not progress, position=1) as frame_bar,
+        tqdm(
+            total=len(todo), unit="shard", disable=not progress, position=0 if stacked else None
+        ) as shard_bar,
+        tqdm(total=frame_total, unit="frame", disable=not stacked, position=1) as frame_bar,
     ):
         for future in as_completed(futures):
             name, shard = futures[future]
@@ -315,8 +320,11 @@ def _submit_and_wait(
                 processed[name] += len(shard.frame_ids)
                 task_seconds[name] += result["seconds"]
                 folder.stamp_written(name, shard, result.get("signature"), result["failures"])
-            shard_bar.update(1)
             frame_bar.update(len(shard.frame_ids))
+            frames_done += len(shard.frame_ids)
+            if not stacked:
+                shard_bar.set_postfix_str(f"{frames_done}/{frame_total} frames", refresh=False)
+            shard_bar.update(1)
     if fault is not None:
         result, name, shard = fault
         left = [(n, s) for (n, s) in todo if (n, s.name) in errors]

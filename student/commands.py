@@ -23,6 +23,7 @@ from edgedepth.common import (
     VARIANT_NAMES,
     FiniteFloatRange,
     InputError,
+    UpperChoice,
     friendly_errors,
     one_size,
     parse_size,
@@ -31,9 +32,14 @@ from edgedepth.student.deploy_commands import student_bench, student_build_engin
 from edgedepth.student.evaluate_commands import student_eval, student_predict
 
 
-@click.group("student", short_help="The student network: train, eval, predict, summary.")
+@click.group(
+    "student",
+    short_help="train, ablate, eval, predict, export, bench, build-engine, summary",
+)
 def student_group() -> None:
-    """The 0.32 M-parameter depth + segmentation student: train, evaluate, predict; size and speed."""
+    """The 0.32 M-parameter depth + segmentation student: train and ablate it, evaluate it, predict
+    with it, export it for edge runtimes, build a TensorRT engine, benchmark speed at accuracy, and
+    summarise its size."""
 
 
 @click.command("train")
@@ -46,7 +52,11 @@ def student_group() -> None:
     "--lut", type=click.Path(path_type=Path), help="Bias table (lut.json) applied to the teacher depth."
 )
 @click.option(
-    "--variant", default="L", show_default=True, type=click.Choice(VARIANT_NAMES, case_sensitive=False)
+    "--variant",
+    default="L",
+    show_default=True,
+    type=UpperChoice(VARIANT_NAMES),
+    help="L, M, S, XS keep 4, 3, 2, 1 decoder blocks (any case).",
 )
 @click.option("--epochs", default=20, show_default=True, type=POSITIVE)
 @click.option("--iters-per-epoch", default=1000, show_default=True, type=POSITIVE)
@@ -240,7 +250,7 @@ def _summary_options(func: Callable[..., Any]) -> Callable[..., Any]:
             "--variant",
             "variants",
             multiple=True,
-            type=click.Choice(VARIANT_NAMES, case_sensitive=False),
+            type=UpperChoice(VARIANT_NAMES),
             help="Variant(s) to list (default: all).",
         ),
         click.option(

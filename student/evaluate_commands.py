@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from edgedepth.common import VARIANT_NAMES, friendly_errors, one_size
+from edgedepth.common import VARIANT_NAMES, UpperChoice, friendly_errors, one_size
 
 
 @click.command("eval")
@@ -35,9 +35,7 @@ from edgedepth.common import VARIANT_NAMES, friendly_errors, one_size
     help="Ground truth. Default: lidar (KITTI, the public protocol), depth_gt (rig).",
 )
 @click.option("--annotated-root", type=click.Path(path_type=Path), help="Where data_depth_annotated is.")
-@click.option(
-    "--variant", type=click.Choice(VARIANT_NAMES, case_sensitive=False), help="Cut to a smaller one."
-)
+@click.option("--variant", type=UpperChoice(VARIANT_NAMES), help="Cut to a smaller one.")
 @click.option(
     "--crop", type=click.Choice(["garg", "eigen", "none"]), help="Default: garg (KITTI), none (rig)."
 )
@@ -80,9 +78,7 @@ def student_eval(checkpoint, data_root, device, out_json, **options) -> None:
 @click.argument("checkpoint", type=click.Path(path_type=Path))
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path), help="Folder for the PNGs.")
-@click.option(
-    "--variant", type=click.Choice(VARIANT_NAMES, case_sensitive=False), help="Cut to a smaller one."
-)
+@click.option("--variant", type=UpperChoice(VARIANT_NAMES), help="Cut to a smaller one.")
 @click.option("--size", callback=one_size, metavar="WxH", help="Input size (default: the checkpoint's).")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda or auto.")
 @click.option("--batch-size", default=4, show_default=True, type=click.IntRange(1, 1024))

@@ -77,7 +77,12 @@ def test_the_wheel_installs_one_import_name(installed):
     assert seen["old"] == dict.fromkeys(OLD_NAMES, False)
     assert Path(seen["cli"]).is_relative_to(installed)
     assert seen["version"] == "0.1.0"
-    assert {"eigen_test.txt", "eigen_benchmark_test.txt"} <= set(seen["splits"])
+    assert {
+        "eigen_test.txt",
+        "eigen_benchmark_test.txt",
+        "eigen_zhou_train.txt",
+        "eigen_zhou_val.txt",
+    } <= set(seen["splits"])
 
 
 def test_the_console_script_runs_from_the_wheel(installed):

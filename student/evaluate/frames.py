@@ -72,7 +72,7 @@ def resolve_split(split: str | Path) -> tuple[str, Path]:
     """(name, file) of a split: ``eigen`` / ``eigen_benchmark`` are packaged, anything else is a file path."""
     name = str(split)
     if name in PACKAGED_SPLITS:
-        path = Path(str(resources.files("student") / "splits" / PACKAGED_SPLITS[name]))
+        path = Path(str(resources.files("edgedepth.student") / "splits" / PACKAGED_SPLITS[name]))
         if not path.is_file():
             raise FileNotFoundError(f"{path}: packaged split file missing (broken install?)")
         return name, path

@@ -3,12 +3,14 @@
 Per input image ``<stem>`` (written to ``out_dir``, each file atomically: temp file, then rename)::
 
     <stem>_depth.png     colour-mapped depth (turbo_r: near red, far blue) with a metre colour bar
+                         over the 2nd-98th percentiles (``labelgen.depth_figure``)
     <stem>_depth16.png   uint16 depth, metres x 256 (the KITTI convention; 0 = no value), image-sized
     <stem>_classes.png   class map in the Cityscapes palette, image-sized; a paletted PNG, so its
                          pixel indices are the class ids (only for a model with the segmentation head)
 
 Depth and classes are predicted at the network input size and resized back to each image's own
-resolution (depth bilinear, classes nearest) before they are written.
+resolution (depth bilinear, classes nearest) before they are written. The depth stays within the
+range the model was trained on (``ModelConfig.output_range``: the network clamps its output there).
 """
 
 from __future__ import annotations
@@ -184,6 +186,7 @@ def predict_images(
     if size is not None:
         config = config.with_size((int(size[0]), int(size[1])))  # validates: multiples of 32
     palette = class_palette(config.num_classes)
+    trained = config.output_range
 
     import matplotlib
 
@@ -220,7 +223,7 @@ def predict_images(
                         classes_np = grid[0, 0].to(torch.int64).cpu().numpy()
                     results.append(
                         _write_outputs(
-                            plt, paths[index], stems[index], out_dir, depth_np, classes_np, palette
+                            plt, paths[index], stems[index], out_dir, depth_np, classes_np, palette, trained
                         )
                     )
                     bar.update(1)
@@ -237,10 +240,14 @@ def _write_outputs(
     depth: np.ndarray,
     classes: np.ndarray | None,
     palette: np.ndarray,
+    trained: tuple[float, float],
 ) -> Prediction:
     depth16 = write_bytes_atomic(out_dir / f"{stem}_depth16.png", _png_bytes(depth_to_png16(depth)))
     depth_png = write_bytes_atomic(
-        out_dir / f"{stem}_depth.png", _depth_png(plt, depth, f"{source.name}  predicted depth")
+        out_dir / f"{stem}_depth.png",
+        _depth_png(
+            plt, depth, f"{source.name}  predicted depth (trained on {trained[0]:g}-{trained[1]:g} m)"
+        ),
     )
     classes_png = None
     if classes is not None:

@@ -20,6 +20,7 @@ from edgedepth.student.model.network import (
     ENCODER_STYLES,
     MAX_INPUT_SIDE,
     MAX_NUM_CLASSES,
+    MIN_LINEAR_DEPTH,
     STRIDE,
     VARIANTS,
     DepthSegStudent,
@@ -29,6 +30,10 @@ from edgedepth.student.model.network import (
 
 DEPTH_SPACES = ("log", "linear")
 """``log``: the depth head predicts G(depth) (paper Sec. III-C); ``linear``: metres (Table II ablation)."""
+
+LEGACY_KITTI_LABEL_RANGE = (1.0, MAX_LOG_DEPTH)
+"""The labels' metres of a run on the default log space (KITTI: 1-80 m), for checkpoints without
+``trained_range``."""
 
 KERAS_MEAN = KERAS_STD = (0.5, 0.5, 0.5)
 """Keras MobileNetV2's input scaling, x / 127.5 - 1, written as mean and std of x / 255."""
@@ -47,7 +52,8 @@ class ModelConfig:
     ``arch`` names the decoder (``edgedepth.student.model.network.ARCHS``), ``encoder_style`` the encoder's padding
     and batch-norm convention (``keras`` for the paper's Keras ImageNet weights, whose input
     scaling is mean = std = 0.5), ``depth_range`` the (m, M) metres of the log-depth space G,
-    normally the training data's depth range.
+    normally the training data's depth range. ``trained_range`` the metres of the labels the
+    network was trained on (recorded by training); predictions are clamped into ``output_range``.
     """
 
     variant: str = "L"
@@ -60,6 +66,7 @@ class ModelConfig:
     arch: str = DEFAULT_ARCH
     encoder_style: str = "torchvision"
     depth_range: tuple[float, float] = (MIN_LOG_DEPTH, MAX_LOG_DEPTH)
+    trained_range: tuple[float, float] | None = None
 
     def __post_init__(self) -> None:
         """Every setting's type and range, before anything is sized by it (a crafted checkpoint
@@ -90,6 +97,13 @@ class ModelConfig:
                 f"model setting depth_range {list(depth_range)}: must be (min, max) metres with 0 < min < max"
             )
         object.__setattr__(self, "depth_range", depth_range)
+        if self.trained_range is not None:
+            trained = check_numbers(self.trained_range, 2, "model setting trained_range")
+            if not 0 <= trained[0] < trained[1]:
+                raise ValueError(
+                    f"model setting trained_range {list(trained)}: must be (min, max) metres with 0 <= min < max"
+                )
+            object.__setattr__(self, "trained_range", trained)
         check_input_size(*self.input_size)
 
     @property
@@ -105,9 +119,23 @@ class ModelConfig:
     def output_size(self) -> tuple[int, int]:
         return output_size(self.variant, *self.input_size)
 
+    @property
+    def output_range(self) -> tuple[float, float]:
+        """The metres predictions are clamped into: ``trained_range``; for a checkpoint without it
+        (before it was recorded) the log space's range, which training set to the data's range,
+        except the KITTI default 4-80 m, whose labels were 1-80 m (docs/training.md)."""
+        if self.trained_range is not None:
+            lo, hi = self.trained_range
+        elif self.depth_range == (MIN_LOG_DEPTH, MAX_LOG_DEPTH):
+            lo, hi = LEGACY_KITTI_LABEL_RANGE
+        else:
+            lo, hi = self.depth_range
+        return max(float(lo), MIN_LINEAR_DEPTH), float(hi)
+
     def build(self, return_classes: bool = False) -> DepthSegStudent:
-        """A randomly initialised network of this configuration."""
-        return build_student(
+        """A randomly initialised network of this configuration, its predictions clamped into
+        ``output_range``."""
+        model = build_student(
             self.variant,
             num_classes=self.num_classes,
             seg=self.seg,
@@ -117,6 +145,8 @@ class ModelConfig:
             encoder_style=self.encoder_style,
             depth_range=self.depth_range,
         )
+        model.output_range = self.output_range
+        return model
 
     def with_variant(self, variant: str) -> ModelConfig:
         """The same network cut to another (smaller) variant: the detachable decoders."""
@@ -136,6 +166,7 @@ class ModelConfig:
         data["input_size"] = list(self.input_size)
         data["mean"], data["std"] = list(self.mean), list(self.std)
         data["depth_range"] = list(self.depth_range)
+        data["trained_range"] = list(self.trained_range) if self.trained_range is not None else None
         return data
 
     @classmethod

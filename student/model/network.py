@@ -203,6 +203,7 @@ class DepthSegStudent(nn.Module):
         if not 0 < depth_range[0] < depth_range[1]:
             raise ValueError(f"depth range must satisfy 0 < min < max metres, got {tuple(depth_range)}")
         self.depth_range = (float(depth_range[0]), float(depth_range[1]))
+        self.output_range: tuple[float, float] | None = None  # metres predictions are clamped into
         if len(decoder_widths) != 4 or len(decoder_bottlenecks) != 4:
             raise ValueError("decoder_widths and decoder_bottlenecks need one entry per block D1..D4")
         if not 1 <= num_blocks <= len(decoder_widths):
@@ -263,13 +264,22 @@ class DepthSegStudent(nn.Module):
         )
 
     def predict(self, x: Tensor) -> Tensor | tuple[Tensor, Tensor]:
-        """The last block's metric depth, and its class map when ``return_classes`` is set."""
+        """The last block's metric depth, and its class map when ``return_classes`` is set.
+
+        With ``output_range`` (metres; ``ModelConfig.build`` sets the trained range) the depth is
+        clamped into it: the head is unbounded, and exp (G-space) turns a small overshoot where
+        labels were scarce into tens of metres (docs/evaluation.md, "Predicted range").
+        """
         last_block, y = self.decoder[-1], self._decode(x)[-1]
         raw = last_block.depth_head(y)
         if self.depth_space == "log":
             depth = g_inverse(raw, *self.depth_range)
         else:
             depth = raw.clamp_min(MIN_LINEAR_DEPTH)
+        if self.output_range is not None:
+            # + depth * 0: a finite depth is unchanged, an infinite or NaN one stays non-finite
+            # (inf * 0 is NaN), so a damaged network is still refused rather than clamped to a range
+            depth = depth.clamp(*self.output_range) + depth * 0.0
         if not self.return_classes:
             return depth
         return depth, last_block.seg_head(y).argmax(dim=1)

@@ -118,6 +118,7 @@ def resolve_ranges(
         config = replace(config, min_depth=float(lo), max_depth=float(hi))
     if data_range is not None:
         model_config = replace(model_config, depth_range=tuple(float(v) for v in data_range))
+    model_config = replace(model_config, trained_range=(float(config.min_depth), float(config.max_depth)))
     if config.encoder_weights:
         style = encoder_weights_style(config.encoder_weights)
         if style != model_config.encoder_style:

@@ -34,8 +34,9 @@ CONFIG_FILE, SPLIT_FILE, METRICS_FILE, CURVES_FILE = "config.json", "split.json"
 LAST, BEST, CHECKPOINT_DIR, TENSORBOARD_DIR = "last.pt", "best.pt", "checkpoints", "tensorboard"
 RESUMABLE_CHANGES = ("epochs", "device", "workers", "out_dir")
 """Training settings that may differ when a run is resumed; any other change is refused."""
-ADDED_SETTINGS = ("val_max_frames",)
-"""Training settings added after runs were made: absent from an older config.json, they resume as given."""
+ADDED_SETTINGS = ("val_max_frames", "trained_range")
+"""Settings added after runs were made (training, or the model's recorded label range): absent from an
+older config.json, they resume as given."""
 
 
 def write_json(path: str | Path, data: Mapping[str, Any]) -> Path:

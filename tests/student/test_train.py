@@ -438,3 +438,16 @@ def test_loader_workers_are_capped_at_the_cores_with_a_note(tmp_path):
     assert capped.workers == len(os.sched_getaffinity(0)) < 10_000
     assert lines == [f"note: --workers 10000 capped at the {capped.workers} CPU cores of this machine"]
     assert rf.cap_workers(replace(cfg, workers=1), lines.append).workers == 1 and len(lines) == 1
+
+
+def test_a_run_from_before_the_trained_range_was_recorded_resumes(tmp_path):
+    """config.json of a run made before the model config recorded its labels' range (trained_range)."""
+    settings = {"train": {"lr": 0.01}, "model": {"variant": "L", "trained_range": [1.0, 8.0]}}
+    rf.write_json(tmp_path / rf.CONFIG_FILE, {"train": {"lr": 0.01}, "model": {"variant": "L"}})
+    rf.check_resumable(tmp_path, settings)
+    rf.write_json(
+        tmp_path / rf.CONFIG_FILE,
+        {"train": {"lr": 0.01}, "model": {"variant": "L", "trained_range": [1.0, 80.0]}},
+    )
+    with pytest.raises(ValueError, match=r"started with trained_range=\[1\.0, 80\.0\], now \[1\.0, 8\.0\]"):
+        rf.check_resumable(tmp_path, settings)
