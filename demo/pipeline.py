@@ -12,11 +12,26 @@ from __future__ import annotations
 
 import json
 import shutil
+import textwrap
 import warnings
 from pathlib import Path
 
 from edgedepth.common import write_text_atomic
-from edgedepth.demo.result import KITTI, MOTORCYCLE, RIG, DemoResult, DemoSettings, Figure, Log, Step, command
+from edgedepth.demo.result import (
+    KITTI,
+    MOTORCYCLE,
+    RIG,
+    DemoResult,
+    DemoSettings,
+    Figure,
+    Log,
+    Step,
+    command,
+    contention_warning,
+    machine_line,
+    quick_settings,
+)
+from edgedepth.demo.reuse import StepStamps, file_digest, file_stat, tree_stat
 from edgedepth.demo.scoring import ScoringSteps
 from edgedepth.labelgen import LabelFolder
 
@@ -38,6 +53,8 @@ def run_demo(
     settings: DemoSettings | None = None,
     layout: str | None = None,
     kitti_root: str | Path | None = None,
+    quick: bool = False,
+    fresh: bool = False,
 ) -> DemoResult:
     """Run every stage into ``out_dir`` and write report.html / report.md there; returns the result.
 
@@ -45,6 +62,9 @@ def run_demo(
     frames (rig: ``<sequence>/<frame>`` lines; KITTI: a monodepth2 split); None: the embedded
     Motorcycle scene. ``kitti_root`` is the deprecated name of ``data_root``. ``settings`` None:
     ``MOTORCYCLE``, ``KITTI`` or ``RIG`` by the data; depth ranges left None come from calib.json.
+    ``quick``: ``quick_settings`` of those (a shorter training at a smaller size, L only, fewer
+    bench runs). Steps an earlier run finished with the same inputs and settings are reused
+    (``edgedepth.demo.reuse``; their status is "reused"); ``fresh`` redoes every step.
     """
     from edgedepth.demo.report import write_reports
     from edgedepth.labelgen import detect_layout
@@ -71,11 +91,13 @@ def run_demo(
     out_dir.mkdir(parents=True, exist_ok=True)
     if settings is None:
         settings = MOTORCYCLE if data_root is None else KITTI if layout == "kitti" else RIG
+    if quick:
+        settings = quick_settings(settings)
     result = DemoResult(out_dir, "", settings, layout=layout or "rig")
     labels = LabelFolder(out_dir / "labels")
     root = None if data_root is None else Path(data_root)
     split = None if split_file is None else Path(split_file)
-    steps = _Steps(result, labels, root, split, workers, device, progress, log)
+    steps = _Steps(result, labels, root, split, workers, device, progress, log, StepStamps(out_dir, fresh))
     steps.data()
     steps.plan()
     steps.teacher_labels(psmnet, seg_checkpoint, seg_options or {})
@@ -87,6 +109,10 @@ def run_demo(
     steps.export()
     steps.bench()
     steps.overview()
+    reused = [s.title for s in result.steps if s.status == "reused"]
+    if reused:
+        log(f"reused {len(reused)} finished step(s) of an earlier run with the same inputs and settings: "
+            f"{', '.join(reused)} (--fresh redoes them)")  # fmt: skip
     result.counts = {"plan_reads": labels.plan_reads, "status_checks": labels.status_checks}
     write_text_atomic(out_dir / "demo.json", json.dumps(result.to_dict(), indent=2, default=str) + "\n")
     write_reports(result)
@@ -112,10 +138,22 @@ class _Steps(ScoringSteps):
         from edgedepth.demo.motorcycle import make_motorcycle
 
         if self.root is not None:
+            kind = "KITTI raw" if self.layout == "kitti" else "rig-layout"
+            self.result.data = f"{kind} data at {self.root}"
+            tree = {
+                "root": self.root.resolve(),
+                "layout": self.layout,
+                "files": tree_stat(self.root, self.out),
+            }
+            if self._reused("data", tree, ()):  # the same files as last time: the later steps may be reused
+                return
             with self._timed("data", "data", f"(your {self.layout} tree)") as step:
-                kind = "KITTI raw" if self.layout == "kitti" else "rig-layout"
-                self.result.data = f"{kind} data at {self.root}"
                 step.text = self.result.data
+            return
+        self.root = self.out / "data"
+        self.result.data = self.result.settings.scene
+        maker = {"maker": file_digest(Path(__file__).with_name("motorcycle.py"))}
+        if self._reused("data", maker, (), (self.root / "motorcycle" / "calib.json",)):
             return
         with self._timed(
             "data", "embedded data in the rig layout", "(made by the demo: demo/motorcycle.py)"
@@ -139,6 +177,10 @@ class _Steps(ScoringSteps):
 
         args = ["labelgen", "plan", "--data-root", self.root, "--out", self.labels.given]
         args += ["--split-file", self.split_file] if self.split_file else []
+        settings = {"layout": self.layout, "split": file_digest(self.split_file), "shard_size": 8}
+        if self._reused("plan", settings, ("data",), (self.labels.path / "plan.json",)):
+            self.result.settings = self.result.settings.resolved(self.labels.plan.depth_range())
+            return
         with self._timed("plan", "plan", command(*args)) as step:
             plan = plan_shards(self.root, layout=self.layout, split_file=self.split_file, shard_size=8)
             write_plan(plan, self.labels, overwrite=True)
@@ -154,8 +196,6 @@ class _Steps(ScoringSteps):
 
     # 3. labels
     def teacher_labels(self, psmnet: Path | None, seg_checkpoint: Path | None, seg_options: dict) -> None:
-        from edgedepth.labelgen import format_reports, inspect_labels, run_stages, write_previews
-
         self.stages = ["images", "lidar", "sgbm"]
         options: dict[str, dict] = {"lidar": {"cams": [2]}, "sgbm": {}}
         if psmnet is not None:
@@ -168,6 +208,17 @@ class _Steps(ScoringSteps):
         extra += [f"--seg-checkpoint {seg_checkpoint}"] * (seg_checkpoint is not None)
         line = command("labelgen", "run", self.labels.given, "--stages", ",".join(self.stages),
                        "--workers", self.workers, "--device", self.device) + "".join(f" {e}" for e in extra)  # fmt: skip
+        self.depth_stages = [s for s in ("sgbm", "psmnet") if s in self.stages]
+        self.teacher = "psmnet" if "psmnet" in self.stages else "sgbm"
+        settings = {"stages": self.stages, "options": {k: v for k, v in options.items() if k != "psmnet"},
+                    "psmnet": file_stat(psmnet), "seg": file_stat(seg_checkpoint)}  # fmt: skip
+        if not self._reused("labels", settings, ("plan",), (self.labels.path / "plan.json",)):
+            self._labels(line, options)
+        self._skip_notes(psmnet, seg_checkpoint)
+
+    def _labels(self, line: str, options: dict) -> None:
+        from edgedepth.labelgen import format_reports, inspect_labels, run_stages, write_previews
+
         with self._timed("labels", "teacher labels", line) as step:
             reports = run_stages(self.labels, self.stages, workers=self.workers, device=self.device,
                                  stage_options=options, progress=self.progress)  # fmt: skip
@@ -177,8 +228,8 @@ class _Steps(ScoringSteps):
             frame_stem = self.labels.plan.frame_ids[0].replace("/", "_")
             for path in previews:
                 step.figures.append(Figure(self.rel(path), _preview_caption(path.stem, frame_stem), inspect))
-        self.depth_stages = [s for s in ("sgbm", "psmnet") if s in self.stages]
-        self.teacher = "psmnet" if "psmnet" in self.stages else "sgbm"
+
+    def _skip_notes(self, psmnet: Path | None, seg_checkpoint: Path | None) -> None:
         if psmnet is None:
             self._skipped(
                 "psmnet", "PSMNet teacher",
@@ -201,6 +252,10 @@ class _Steps(ScoringSteps):
         line = command("calib", "fit", self.labels.given, "--teacher", self.teacher, "--out", lut_path,
                        "--bin-width", s.bin_width, "--min-depth", s.min_depth, "--max-depth", s.max_depth,
                        "--min-count", s.min_count, "--holdout", 0, "--png", png)  # fmt: skip
+        self.lut = lut_path
+        settings = {"teacher": self.teacher, "bins": [s.bin_width, s.min_depth, s.max_depth, s.min_count]}
+        if self._reused("calib", settings, ("labels",), (lut_path,)):
+            return
         with self._timed("calib", "bias table (teacher vs LiDAR)", line) as step:
             lut = fit_from_labels(self.labels, self.teacher, 0.0, bin_width=s.bin_width, min_depth=s.min_depth,
                                   max_depth=s.max_depth, min_count=s.min_count, progress=self.progress)  # fmt: skip
@@ -211,7 +266,6 @@ class _Steps(ScoringSteps):
             step.figures_measured["populated_bins"] = int((~lut.filled).sum())
             step.figures.append(Figure(self.rel(png), "LiDAR - teacher error per teacher-depth bin, with its "
                                        "confidence band and pixel counts", line))  # fmt: skip
-        self.lut = lut_path
 
     # 6. training
     def train(self) -> None:
@@ -230,9 +284,13 @@ class _Steps(ScoringSteps):
                        "--lut", self.lut, "--epochs", s.epochs, "--iters-per-epoch", s.iters_per_epoch,
                        "--batch-size", s.batch_size, "--size", size, "--workers", 0, "--device", self.device)  # fmt: skip
         line += "" if seg else " --no-seg"
+        self.checkpoint = run / "best.pt"
+        settings = {"config": config, "model": model, "size": s.train_size}
+        if self._reused("train", settings, ("labels", "calib"), (self.checkpoint,)):
+            return
         with self._timed("train", "student training (short)", line) as step:
             if run.exists():
-                shutil.rmtree(run)  # a fresh run each time: the demo is not a resumable job
+                shutil.rmtree(run)  # settings or inputs changed (or --fresh): nothing of the old run is kept
             done = train(config, model, progress=self.progress, log=self.log)
             step.text = (
                 f"{done.epochs} epochs x {s.iters_per_epoch} steps = {done.steps} steps at {size}, batch "
@@ -242,7 +300,6 @@ class _Steps(ScoringSteps):
                 f"{done.best_value:.4f}"
             )
             step.figures.append(Figure(self.rel(run / "curves.png"), "training curves", line))
-        self.checkpoint = run / "best.pt"
 
     # 9. export
     def export(self) -> None:
@@ -250,29 +307,43 @@ class _Steps(ScoringSteps):
 
         s, out = self.result.settings, self.out / "export"
         size = f"{s.export_size[1]}x{s.export_size[0]}"
-        line = command("student", "export", self.checkpoint, "--out", out, "--variants", "L,XS", "--size", size,
-                       "--precision", "fp32,int8", "--calib-labels", self.labels.given)  # fmt: skip
-        with self._timed("export", "ONNX export (FP32, INT8) with parity checks", line) as step:
-            manifest = export_onnx(self.checkpoint, out, variants=("L", "XS"), size=s.export_size,
-                                   precisions=("fp32", "int8"), calib_labels=self.labels.path,
+        variants, precisions = ",".join(s.variants), ",".join(s.precisions)
+        line = command("student", "export", self.checkpoint, "--out", out, "--variants", variants, "--size", size,
+                       "--precision", precisions, "--calib-labels", self.labels.given)  # fmt: skip
+        self.export_dir = out
+        settings = {"size": s.export_size, "variants": s.variants, "precisions": s.precisions}
+        if self._reused("export", settings, ("train",), (out / "manifest.json",)):
+            return
+        if out.exists():
+            shutil.rmtree(out)  # no file of another checkpoint or size is left beside the new ones
+        title = f"ONNX export ({', '.join(p.upper() for p in s.precisions)}) with parity checks"
+        with self._timed("export", title, line) as step:
+            manifest = export_onnx(self.checkpoint, out, variants=s.variants, size=s.export_size,
+                                   precisions=s.precisions, calib_labels=self.labels.path,
                                    progress=self.progress)  # fmt: skip
             step.text = manifest.format_table()
-        self.export_dir = out
 
     # 10. benchmark
     def bench(self) -> None:
         from edgedepth.student.deploy import bench_variants
 
-        out, repeats = self.out / "bench.json", self.result.settings.bench_repeats
-        line = command("student", "bench", self.export_dir, "--variants", "L,XS", "--precision", "fp32,int8",
-                       "--repeats", repeats, "--out", out)  # fmt: skip
+        s, out = self.result.settings, self.out / "bench.json"
+        line = command("student", "bench", self.export_dir, "--variants", ",".join(s.variants), "--precision",
+                       ",".join(s.precisions), "--repeats", s.bench_repeats, "--out", out)  # fmt: skip
+        settings = {"repeats": s.bench_repeats, "variants": s.variants, "precisions": s.precisions}
+        if self._reused("bench", settings, ("export",), (out,)):
+            return
         with self._timed("bench", "speed on this machine", line) as step:
-            result = bench_variants(self.export_dir, variants=("L", "XS"), precisions=("fp32", "int8"),
-                                    repeats=repeats, memory=False, progress=self.progress)  # fmt: skip
+            result = bench_variants(self.export_dir, variants=s.variants, precisions=s.precisions,
+                                    repeats=s.bench_repeats, memory=False, progress=self.progress)  # fmt: skip
             result.save_json(out)
-            result.plot(out.with_suffix(".png"))
-            step.text = result.format_table()
-            step.figures.append(Figure(self.rel(out.with_suffix(".png")), "frames per second, batch 1", line))
+            machine = machine_line(s.export_size, result.settings.get("threads"))
+            warning = contention_warning(result.rows)
+            title = ["frames per second, batch 1", machine, *textwrap.wrap(warning, 90)]
+            result.plot(out.with_suffix(".png"), title="\n".join(title))
+            step.text = "\n".join([f"measured on {machine}", result.format_table(), warning]).strip()
+            caption = f"frames per second, batch 1, on {machine}" + (f". {warning}" if warning else "")
+            step.figures.append(Figure(self.rel(out.with_suffix(".png")), caption, line))
 
 
 def _preview_caption(stem: str, frame_stem: str) -> str:

@@ -14,8 +14,10 @@ from edgedepth.demo.result import DemoResult, Step
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; color: #222; }
-pre { background: #f5f5f5; padding: .6em; overflow-x: auto; font-size: 12px; }
-code.command { display: block; background: #eef3fb; padding: .5em; white-space: pre-wrap; font-size: 12px; }
+pre { background: #f5f5f5; padding: .6em; font-size: 12px; white-space: pre-wrap; overflow-wrap: anywhere; }
+code.command { display: block; background: #eef3fb; padding: .5em; white-space: pre-wrap; font-size: 12px;
+  overflow-wrap: anywhere; }
+code { overflow-wrap: anywhere; } .reused { color: #357; }
 table { border-collapse: collapse; } td, th { padding: .2em .8em; border-bottom: 1px solid #ddd; }
 td.num { text-align: right; } figure { margin: 0; } img { max-width: 100%; border: 1px solid #ccc; }
 .figures { display: grid; grid-template-columns: repeat(auto-fill, minmax(520px, 1fr)); gap: 1em; }
@@ -36,7 +38,19 @@ def _settings_text(result: DemoResult) -> str:
     else:
         source = f" ({s.depth_source})" if s.depth_source else ""
         bins = f"bias bins of {s.bin_width:g} m over {s.min_depth:g}-{s.max_depth:g} m{source}"
-    return f"{bins}; student trained at {s.train_size[1]}x{s.train_size[0]}."
+    text = f"{bins}; student trained at {s.train_size[1]}x{s.train_size[0]}"
+    if s.quick:
+        text += (f" for {s.epochs} x {s.iters_per_epoch} steps (--quick: the short path; only "
+                 f"{', '.join(s.variants)} exported and timed)")  # fmt: skip
+    return text + "."
+
+
+def _reused_text(result: DemoResult) -> str:
+    reused = [s.title for s in result.steps if s.status == "reused"]
+    if not reused:
+        return ""
+    return (f"Reused from an earlier run with the same inputs and settings ({len(reused)} steps): "
+            f"{', '.join(reused)}. Their seconds are this run's (none); `edgedepth demo --fresh` redoes them.")  # fmt: skip
 
 
 def _overview(result: DemoResult) -> Step | None:
@@ -54,6 +68,8 @@ def to_html(result: DemoResult) -> str:
         f"<p><b>Data:</b> {e(result.data)}.</p>",
         f"<p><b>Settings:</b> {e(_settings_text(result))}</p>",
     ]
+    if _reused_text(result):
+        out.append(f'<p class="reused">{e(_reused_text(result))}</p>')
     overview = _overview(result)
     if overview is not None:
         figure = overview.figures[0]
@@ -71,7 +87,8 @@ def to_html(result: DemoResult) -> str:
         if step.status == "skipped":
             out.append(f'<p class="skipped">Skipped: {e(step.text)}</p>')
             continue
-        out.append(f'<p>Command ({step.seconds:.1f} s):</p><code class="command">{e(step.command)}</code>')
+        when = "reused, made earlier by" if step.status == "reused" else f"{step.seconds:.1f} s"
+        out.append(f'<p>Command ({when}):</p><code class="command">{e(step.command)}</code>')
         if step.text:
             out.append(f"<pre>{e(step.text)}</pre>")
         grid = len(step.figures) > 1  # several: side by side; one: the full width
@@ -98,6 +115,8 @@ def to_markdown(result: DemoResult) -> str:
         f"**Settings:** {_settings_text(result)}",
         "",
     ]
+    if _reused_text(result):
+        out += [_reused_text(result), ""]
     overview = _overview(result)
     if overview is not None:
         out += [f"![{overview.figures[0].caption}]({overview.figures[0].path})", ""]
@@ -110,7 +129,8 @@ def to_markdown(result: DemoResult) -> str:
         if step.status == "skipped":
             out.append(f"Skipped: {step.text}")
             continue
-        out += [f"Command ({step.seconds:.1f} s):", "", "```", step.command, "```"]
+        when = "reused, made earlier by" if step.status == "reused" else f"{step.seconds:.1f} s"
+        out += [f"Command ({when}):", "", "```", step.command, "```"]
         if step.text:
             out += ["", "```", step.text, "```"]
         for figure in step.figures:

@@ -34,6 +34,9 @@ class DemoSettings:
     export_size: tuple[int, int]
     bench_repeats: int = 20
     depth_source: str = ""  # where the depth range came from (set by ``resolved``)
+    variants: tuple[str, ...] = ("L", "XS")  # exported and timed
+    precisions: tuple[str, ...] = ("fp32", "int8")
+    quick: bool = False  # ``quick_settings``: the short path of ``edgedepth demo --quick``
 
     def resolved(self, data_range: tuple[float, float] | None) -> DemoSettings:
         """The settings with the depth range and bin width filled in from the data's declared range."""
@@ -75,6 +78,43 @@ RIG = DemoSettings(
 )  # fmt: skip
 
 
+def quick_settings(settings: DemoSettings) -> DemoSettings:
+    """``edgedepth demo --quick``: a quarter of the training steps at half the size (each side),
+    batch 2, only the L model exported (FP32 and INT8) and 5 timed runs per file."""
+    h, w = settings.train_size
+    eh, ew = settings.export_size
+    return replace(
+        settings, train_size=(h // 2 // 32 * 32, w // 2 // 32 * 32), epochs=2, iters_per_epoch=20, batch_size=2,
+        export_size=(eh // 2 // 32 * 32, ew // 2 // 32 * 32), bench_repeats=5, variants=("L",), quick=True,
+    )  # fmt: skip
+
+
+def machine_line(size: tuple[int, int], threads: object) -> str:
+    """The machine a speed was measured on: CPU model, thread count and input size (height, width)."""
+    import platform
+
+    model = ""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+            model = next((ln.split(":", 1)[1].strip() for ln in cpuinfo if ln.startswith("model name")), "")
+    except OSError:
+        pass
+    model = model or platform.processor() or platform.machine() or "unknown CPU"
+    return f"{model}, {threads or '?'} thread(s), input {size[1]}x{size[0]} px"
+
+
+def contention_warning(rows: object, ratio: float = 2.0) -> str:
+    """A warning when a timed row's p90 is over ``ratio`` times its p10: other work shared the
+    cores, so the medians are unreliable; "" when every spread is tight."""
+    wide = [r for r in rows if r.p10_ms and r.p90_ms and r.p90_ms > ratio * r.p10_ms]  # type: ignore[attr-defined]
+    if not wide:
+        return ""
+    worst = max(wide, key=lambda r: r.p90_ms / r.p10_ms)
+    return (f"warning: the machine looks busy: p10-p90 spread up to {worst.p10_ms:.0f}-{worst.p90_ms:.0f} ms "
+            f"({worst.variant} {worst.backend} {worst.precision}); other work shared the cores, so these "
+            "speeds are not this machine's best; run the bench command again when it is idle")  # fmt: skip
+
+
 @dataclass(frozen=True)
 class Figure:
     """A PNG of the report: path relative to the output folder, what it shows, what made it."""
@@ -91,7 +131,7 @@ class Step:
     key: str
     title: str
     command: str
-    status: str = "done"  # done | skipped
+    status: str = "done"  # done | reused (finished by an earlier run, settings unchanged) | skipped
     seconds: float = 0.0
     text: str = ""
     figures: list[Figure] = field(default_factory=list)
@@ -125,19 +165,31 @@ def command(*parts: object) -> str:
 
 
 class StepTimer:
-    """Times one step, logs its start, appends it to the result when done."""
+    """Times one step, logs its start, appends it to the result when done; ``done`` is called with
+    the step when it succeeded (the demo stamps it for reuse)."""
 
-    def __init__(self, result: DemoResult, step: Step, log: Log, number: int, total: int) -> None:
+    def __init__(
+        self,
+        result: DemoResult,
+        step: Step,
+        log: Log,
+        number: int,
+        total: int,
+        done: Callable[[Step], None] | None = None,
+    ) -> None:
         self.result, self.step, self.log, self.number, self.total = result, step, log, number, total
+        self.done = done
 
     def __enter__(self) -> Step:
         self.log(f"[{self.number}/{self.total}] {self.step.title}: {self.step.command}")
         self.started = time.perf_counter()
         return self.step
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, kind: object, *exc: object) -> None:
         self.step.seconds = time.perf_counter() - self.started
         self.result.steps.append(self.step)
+        if kind is None and self.done is not None:
+            self.done(self.step)
 
 
 __all__ = [
@@ -151,5 +203,8 @@ __all__ = [
     "Step",
     "StepTimer",
     "command",
+    "contention_warning",
+    "machine_line",
     "nice_bin_width",
+    "quick_settings",
 ]

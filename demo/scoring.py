@@ -10,14 +10,20 @@ KITTI the annotated depth map when the tree has one (else the raw scan), Garg cr
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
 
 from edgedepth.common import write_text_atomic
 from edgedepth.demo.result import DemoResult, Figure, Log, Step, StepTimer, command
+from edgedepth.demo.reuse import StepStamps, step_from_stamp
 from edgedepth.labelgen import LabelFolder, frame_from_id, read_depth_png
 from edgedepth.student.evaluate import EvalFrame, EvalSet
+
+NO_DATA = "a pixel without a value has its own colour, off the depth scale"
+"""How the captions describe a pixel without a value in the depth panels (``edgedepth.demo.teachers``
+draws them): no colour is named here, so the text stays true whichever colour the figure uses."""
 
 FirstFrame = tuple[np.ndarray, tuple[np.ndarray, str] | None, dict[str, np.ndarray]]
 """The first frame's left image, its ground truth and kind (or None), and each depth teacher's label."""
@@ -38,8 +44,11 @@ class ScoringSteps:
         device: str,
         progress: bool,
         log: Log,
+        stamps: StepStamps | None = None,
     ) -> None:
         self.result, self.labels, self.log = result, labels, log
+        self.stamps = stamps or StepStamps(result.out_dir, fresh=True)
+        self.state: dict[str, dict] = {}  # what a step hands to later ones, kept in its stamp
         self.root, self.split_file = data_root, split_file
         self.workers, self.device, self.progress = workers, device, progress
         self.out = result.out_dir
@@ -58,8 +67,35 @@ class ScoringSteps:
         return self.result.layout
 
     def _timed(self, key: str, title: str, command_line: str) -> StepTimer:
+        """Time step ``key``; when it succeeds, stamp it for reuse (``_reused`` fingerprinted it)."""
         self.number += 1
-        return StepTimer(self.result, Step(key, title, command_line), self.log, self.number, self.TOTAL)
+        step = Step(key, title, command_line)
+        done = (
+            (lambda s: self.stamps.save(s, self.state.get(key))) if key in self.stamps.fingerprints else None
+        )
+        return StepTimer(self.result, step, self.log, self.number, self.TOTAL, done)
+
+    def _reused(
+        self, key: str, settings: dict, after: tuple[str, ...], outputs: tuple[Path, ...] = ()
+    ) -> bool:
+        """Fingerprint step ``key`` (its settings and the steps it reads); True when an earlier run
+        finished it with the same fingerprint and its outputs are still there: the step is then
+        recorded as reused (its state restored into ``self.state``) and must not run."""
+        stamp = (
+            self.stamps.reusable(key, self.out, outputs)
+            if self.stamps.fingerprint(key, settings, after)
+            else None
+        )
+        if stamp is None:
+            return False
+        self.number += 1
+        step = step_from_stamp(stamp)
+        self.result.steps.append(step)
+        self.state[key] = stamp.get("state", {})
+        made = stamp["step"].get("seconds", 0.0)
+        self.log(f"[{self.number}/{self.TOTAL}] {step.title}: reused (finished {stamp['finished']} in {made:.1f} s; "
+                 "same inputs and settings)")  # fmt: skip
+        return True
 
     def _skipped(self, key: str, title: str, why: str) -> None:
         self.log(f"  {title}: skipped ({why})")  # not among the numbered steps
@@ -108,25 +144,28 @@ class ScoringSteps:
 
         split, gt, args = self._ground_truth_args()
         self.gt_args = args
+        self.eval_set = EvalSet(self.root, split, gt, layout=self.layout)
+        frame_id = self.labels.plan.frame_ids[0]
+        found = self._first_frame_groundtruth(self.eval_set)
+        depth = _first_depths(self.labels, self.depth_stages)
+        image = read_image(frame_from_id(self.layout, frame_id).image_path(self.root, 2))
+        self.first_frame = (image, found, depth)  # the eval breakdown and the overview use them again
+        scores_json = tuple(self.out / f"score_{stage}.json" for stage in self.depth_stages)
+        if self._reused("teachers", {"split": split, "gt": gt}, ("labels",), scores_json):
+            return
         commands = [command("labelgen", "score", self.labels.given, "--stage", stage, "--data-root", self.root,
                             *args, "--out", self.out / f"score_{stage}.json") for stage in self.depth_stages]  # fmt: skip
         with self._timed("teachers", "teachers against the ground truth", "\n".join(commands)) as step:
-            self.eval_set = EvalSet(self.root, split, gt, layout=self.layout)
             scores = score_teachers(self.labels, self.depth_stages, self.eval_set, self.out, self.progress)
             step.text = f"ground truth: {self.eval_set.describe()}\n" + format_scores(scores)
             for score in scores:
                 step.figures_measured[f"{score.stage}_abs_rel"] = score.metrics["abs_rel"]
                 step.figures_measured[f"{score.stage}_coverage"] = score.coverage
-            frame_id = self.labels.plan.frame_ids[0]
-            found = self._first_frame_groundtruth(self.eval_set)
-            depth = _first_depths(self.labels, self.depth_stages)
-            image = read_image(frame_from_id(self.layout, frame_id).image_path(self.root, 2))
-            self.first_frame = (image, found, depth)  # the eval breakdown and the overview use them again
             panels = [("input (left image)", image)] + _gt_panel(found)
             panels += [(f"{stage} teacher", depth[stage]) for stage in self.depth_stages]
             path = side_by_side(self.out / "teachers.png", panels)
             step.figures.append(Figure(self.rel(path), f"{frame_id}: input, ground truth and teacher depth on one "
-                                        "colour scale (black: no value)", "(demo only: demo/teachers.py)"))  # fmt: skip
+                                        f"colour scale ({NO_DATA})", "(demo only: demo/teachers.py)"))  # fmt: skip
 
     # 7. prediction
     def predict(self) -> None:
@@ -135,6 +174,14 @@ class ScoringSteps:
         image = frame_from_id(self.layout, self.labels.plan.frame_ids[0]).image_path(self.root, 2)
         out = self.out / "predict"
         line = command("student", "predict", self.checkpoint, image, "--out", out, "--device", self.device)
+        if self._reused("predict", {"image": image, "device": self.device}, ("train",)):
+            self.prediction_png = self.out / self.state["predict"]["depth16"]
+            if self.prediction_png.is_file():
+                return
+            self.result.steps.pop()  # its 16-bit depth is gone: predict again
+            self.number -= 1
+        if out.exists():
+            shutil.rmtree(out)  # only this run's files: nothing from another checkpoint
         with self._timed("predict", "student prediction", line) as step:
             done = predict_images(self.checkpoint, [image], out, device=self.device, progress=self.progress)
             first = done[0]
@@ -148,6 +195,7 @@ class ScoringSteps:
             if first.classes_png is not None:
                 step.figures.append(Figure(self.rel(first.classes_png), "student class map", line))
             self.prediction_png = first.depth16_png
+            self.state["predict"] = {"depth16": self.rel(first.depth16_png)}
 
     # 8. evaluation
     def evaluate(self) -> None:
@@ -157,6 +205,8 @@ class ScoringSteps:
         out, eval_set = self.out / "eval.json", self.eval_set
         line = command("student", "eval", self.checkpoint, "--data-root", self.root, *self.gt_args,
                        "--device", self.device, "--out", out)  # fmt: skip
+        if self._reused("eval", {"gt": self.gt_args, "device": self.device}, ("teachers", "predict"), (out,)):
+            return
         with self._timed("eval", "student against the ground truth", line) as step:
             result = evaluate_checkpoint(self.checkpoint, self.root, split=eval_set.split_file, gt=eval_set.gt,
                                          device=self.device, progress=self.progress, layout=self.layout)  # fmt: skip
@@ -195,6 +245,8 @@ class ScoringSteps:
         from edgedepth.demo.teachers import side_by_side
 
         assert self.first_frame is not None and self.prediction_png is not None
+        if self._reused("overview", {}, ("teachers", "predict")):
+            return
         with self._timed("overview", "overview figure", "(demo only: demo/teachers.py)") as step:
             image, found, depths = self.first_frame
             panels = [("input (left image)", image)] + _gt_panel(found)

@@ -18,6 +18,7 @@ from edgedepth.common import save_figure
 from edgedepth.student.evaluate import EvalSet
 
 DEPTH_CMAP = "turbo_r"
+NO_DATA_COLOUR = "#c8c8c8"  # light grey, as edgedepth.labelgen.inspect.NO_DATA_COLOUR (black looked like far)
 
 
 @dataclass(frozen=True)
@@ -86,7 +87,7 @@ def side_by_side(
     height, width = panels[0][1].shape[:2]
     fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels) * width / height, 3.9))
     axes = np.atleast_1d(axes)
-    cmap = plt.get_cmap(DEPTH_CMAP).with_extremes(bad="black")
+    cmap = plt.get_cmap(DEPTH_CMAP).with_extremes(bad=NO_DATA_COLOUR)
     shown = None
     for ax, (title, panel) in zip(axes, panels, strict=True):
         if panel.ndim == 3:

@@ -205,11 +205,21 @@ def plot_training_curves(
     out_png = Path(out_png)
     history = list(history)
     epochs = _epochs(history)
-    fig, axes = plt.subplots(1, 3, figsize=(17.0, 4.6), layout="constrained")
+    validated = any(
+        np.isfinite(_column(history, f"{prefix}/{metric}")).any()
+        for prefix, _, _ in VAL_SOURCES
+        for metric in ("rmse", "abs_rel")
+    )  # without validation the figure has no empty third panel, only a note
+    fig, axes = plt.subplots(
+        1, 3 if validated else 2, figsize=(17.0 if validated else 11.6, 4.6), layout="constrained"
+    )
     try:
         _loss_panel(axes[0], history, epochs, step_losses)
         _terms_panel(axes[1], history, epochs)
-        _validation_panel(axes[2], history, epochs)
+        if validated:
+            _validation_panel(axes[2], history, epochs)
+        else:
+            fig.suptitle("no validation drives: best.pt follows the training loss", fontsize=10)
         has_steps = step_losses is not None and len(step_losses) > 0
         _epoch_ticks(axes[1:] if has_steps else axes, epochs)
         buffer = io.BytesIO()
