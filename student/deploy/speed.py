@@ -278,26 +278,4 @@ def _manifest_files(path: Path) -> list[dict]:
     return files
 
 
-def _manifest_files(path: Path) -> list[dict]:
-    """The ``files`` of an export manifest, each with a variant, a path and model settings."""
-    try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(f"{path}: not valid JSON ({err})") from None
-    files = data.get("files") if isinstance(data, dict) else None
-    if not isinstance(files, list):
-        raise ValueError(f"{path}: field 'files' is missing or not a list (not an export manifest)")
-    for i, entry in enumerate(files):
-        if not (
-            isinstance(entry, dict)
-            and isinstance(entry.get("variant"), str)
-            and isinstance(entry.get("path"), str)
-            and isinstance(entry.get("model_config"), dict)
-        ):
-            raise ValueError(f"{path}: files[{i}] lacks a variant, path or model_config")
-        if Path(entry["path"]).name != entry["path"]:
-            raise ValueError(f"{path}: files[{i}] path {entry['path']!r} is not a file of the folder")
-    return files
-
-
 __all__ = ["BACKENDS", "BENCH_PRECISIONS", "bench_variants"]
