@@ -10,16 +10,15 @@ with area resampling (as in training) and fed in the file's input contract (N, 3
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
 from edgedepth.labelgen import read_image
 from edgedepth.student.deploy.calibration import to_export_input
+from edgedepth.student.deploy.parity import Runner
 from edgedepth.student.evaluate import EvalSet, score_predictions
-
-Runner = Callable[[np.ndarray], Sequence[np.ndarray]]
 
 INT8_FLAG_ABS_REL = 0.01
 """An INT8 file whose held-out Abs Rel is more than this worse than its FP32 file is flagged."""

@@ -9,7 +9,6 @@ cannot run gives "skipped" with the reason (``edgedepth.student.deploy.speed`` d
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,12 +16,12 @@ import numpy as np
 import torch
 
 from edgedepth.student.deploy.memory_probe import RSS_NOTE, peak_memory_mb
+from edgedepth.student.deploy.parity import Runner
 from edgedepth.student.deploy.runtimes import RuntimeMissing, pip_line, require
 from edgedepth.student.deploy.speed_result import BenchRow
 from edgedepth.student.deploy.timing import latency_stats, ort_session, time_engine, time_runs
 from edgedepth.student.model import ModelConfig
 
-Runner = Callable[[np.ndarray], Sequence[np.ndarray]]
 Made = tuple[BenchRow, Runner | None]
 
 
