@@ -1,14 +1,16 @@
 """One bench row per variant x backend x precision, and the runner that made it.
 
 Each ``*_row`` function times one exported file (or the PyTorch model) on its own runtime and
-returns the ``BenchRow`` with the *runner* it timed: ``run(image) -> [depth, ...]`` over the file's
-input contract, so ``edgedepth.student.deploy.speed`` can score that exact file on held-out frames.
+returns the ``BenchRow`` with a zero-argument factory of the *runner* it timed: ``run(image) ->
+[depth, ...]`` over the file's input contract, so ``edgedepth.student.deploy.speed`` can score that
+exact file on held-out frames; the factory is called only then (no second compile otherwise).
 A runtime that is not installed gives a "not installed" row with its pip line; a combination that
 cannot run gives "skipped" with the reason (``edgedepth.student.deploy.speed`` docstring).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,7 +24,7 @@ from edgedepth.student.deploy.speed_result import BenchRow
 from edgedepth.student.deploy.timing import latency_stats, ort_session, time_engine, time_runs
 from edgedepth.student.model import ModelConfig
 
-Made = tuple[BenchRow, Runner | None]
+Made = tuple[BenchRow, Callable[[], Runner] | None]
 
 
 @dataclass
@@ -113,7 +115,14 @@ def torch_row(item: BenchItem, base: dict, precision: str, s: RowSettings) -> Ma
         torch.save({"config": item.config.to_dict(), "state": item.model.state_dict()}, state)
         peak, what = peak_memory_mb("torch", state, x.shape, "uint8", s.threads), RSS_NOTE
     return BenchRow(**base, backend="torch", precision=precision, status="ok", **stats,
-                    peak_memory_mb=peak, memory=what, note=item.weights_note), runner  # fmt: skip
+                    peak_memory_mb=peak, memory=what, note=item.weights_note), lambda: runner  # fmt: skip
+
+
+def _timed_row(row: dict, entry: dict, stats: dict, peak: float | None, note: str) -> BenchRow:
+    """The "ok" row of one timed CPU file: its latency figures, its fresh-process memory (if
+    measured) and the file's name."""
+    return BenchRow(**row, status="ok", **stats, peak_memory_mb=peak, memory=RSS_NOTE if peak is not None else "",
+                    note=note, file=Path(entry["file"]).name)  # fmt: skip
 
 
 def _missing_file(item: BenchItem, base: dict, backend: str, precision: str, key: str) -> Made:
@@ -142,10 +151,9 @@ def ort_row(item: BenchItem, base: dict, precision: str, s: RowSettings) -> Made
     peak = None
     if s.memory and s.device == "cpu":
         peak = peak_memory_mb("onnxruntime", entry["file"], image.shape, dtype, s.threads)
-    row = BenchRow(**base, backend="onnxruntime", precision=precision, status="ok", **stats,
-                   peak_memory_mb=peak, memory=RSS_NOTE if peak is not None else "",
-                   note=parity_note(entry), file=Path(entry["file"]).name)  # fmt: skip
-    return row, lambda x: sess.run(None, {name: x})
+    row = _timed_row({**base, "backend": "onnxruntime", "precision": precision}, entry, stats, peak,
+                     parity_note(entry))  # fmt: skip
+    return row, lambda: lambda x: sess.run(None, {name: x})
 
 
 def openvino_row(item: BenchItem, base: dict, precision: str, s: RowSettings) -> Made:
@@ -171,11 +179,10 @@ def openvino_row(item: BenchItem, base: dict, precision: str, s: RowSettings) ->
     peak = None
     if s.memory:
         peak = peak_memory_mb("openvino", entry["file"], image.shape, image.dtype.name, s.threads, hint)
-    runner = openvino_runner(Path(entry["file"]), hint, s.threads)
     note = parity_note(entry) + ("FP32 IR, inference precision hint bf16" if precision == "bf16" else "")
-    return BenchRow(**row, status="ok", **stats, peak_memory_mb=peak,
-                    memory=RSS_NOTE if peak is not None else "", note=note,
-                    file=Path(entry["file"]).name), runner  # fmt: skip
+    return _timed_row(row, entry, stats, peak, note), lambda: openvino_runner(
+        Path(entry["file"]), hint, s.threads
+    )
 
 
 def litert_row(item: BenchItem, base: dict, precision: str, s: RowSettings) -> Made:
@@ -201,9 +208,9 @@ def litert_row(item: BenchItem, base: dict, precision: str, s: RowSettings) -> M
     peak = None
     if s.memory:
         peak = peak_memory_mb("litert", entry["file"], image.shape, image.dtype.name, s.threads)
-    return BenchRow(**row, status="ok", **stats, peak_memory_mb=peak,
-                    memory=RSS_NOTE if peak is not None else "", note=parity_note(entry),
-                    file=Path(entry["file"]).name), litert_runner(Path(entry["file"]), s.threads)  # fmt: skip
+    return _timed_row(row, entry, stats, peak, parity_note(entry)), lambda: litert_runner(
+        Path(entry["file"]), s.threads
+    )
 
 
 def trt_row(item: BenchItem, base: dict, precision: str, s: RowSettings) -> Made:

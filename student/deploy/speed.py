@@ -131,20 +131,22 @@ def bench_variants(
 def _one_row(item: BenchItem, base: dict, backend: str, precision: str, s: RowSettings, eval_set) -> BenchRow:
     """The timed row, then (with an evaluation set) the accuracy of the same file on its runtime."""
     try:
-        row, runner = ROWS[backend](item, base, precision, s)
+        row, make_runner = ROWS[backend](item, base, precision, s)
     except Exception as error:  # one failed row must not hide the others
         return BenchRow(**base, backend=backend, precision=precision, status="failed",
                         note=" ".join(str(error).split())[:200])  # fmt: skip
     if eval_set is None or row.status != "ok":
         return row
-    if runner is None:
+    if make_runner is None:
         return dataclasses.replace(row, note=(row.note + "; " if row.note else "") + "accuracy not measured")
     dtype = "uint8"
     entry = next((e for e in item.files.values() if Path(e["file"]).name == row.file), None)
     if entry is not None:
         dtype = entry["input"]["dtype"]
     try:
-        figures = file_accuracy(runner, eval_set, tuple(item.config.input_size), dtype, row.file or backend)
+        figures = file_accuracy(
+            make_runner(), eval_set, tuple(item.config.input_size), dtype, row.file or backend
+        )
     except ValueError as error:
         return dataclasses.replace(row, status="failed", note=" ".join(str(error).split())[:200])
     return dataclasses.replace(row, abs_rel=figures["abs_rel"], rmse=figures["rmse"],
