@@ -210,7 +210,7 @@ def _run_locked(
         pool.device = device
     options = {name: dict((stage_options or {}).get(name) or {}) for name in stages}
     gpu_stages = {name for name in stages if _validated_stage(name, options[name]).gpu}
-    for name in stages:  # what a killed run left half-written beside the stage's small files
+    for name in stages:  # what a killed run left half-written beside the stage's stamps and report
         for small in (STAMP_FILE, REPORT_FILE):
             remove_stale_temps(folder.given / name / small)
     started = time.perf_counter()
@@ -264,7 +264,6 @@ def _run_locked(
         report.finished = datetime.now(UTC).isoformat(timespec="seconds")
         path = folder.given / name / REPORT_FILE
         report.history = history(path) + [report.run_entry()]
-        remove_stale_temps(path)  # a run killed while writing its report left a temporary sibling
         write_text_atomic(path, report.to_json())
         reports.append(report)
     return reports
