@@ -277,12 +277,13 @@ class _Steps(ScoringSteps):
         config = TrainConfig(labels_dir=str(self.labels.path), out_dir=str(run), teacher=self.teacher,
                              lut=str(self.lut), epochs=s.epochs, iters_per_epoch=s.iters_per_epoch,
                              batch_size=s.batch_size, device=self.device, workers=0,
-                             seg_stage="seg" if seg else None)  # fmt: skip
+                             seg_stage="seg" if seg else None, crop_zoom=s.crop_zoom)  # fmt: skip
         model = ModelConfig(variant="L", seg=seg, input_size=s.train_size)
         size = f"{s.train_size[1]}x{s.train_size[0]}"
         line = command("student", "train", self.labels.given, "--out", run, "--teacher", self.teacher,
                        "--lut", self.lut, "--epochs", s.epochs, "--iters-per-epoch", s.iters_per_epoch,
-                       "--batch-size", s.batch_size, "--size", size, "--workers", 0, "--device", self.device)  # fmt: skip
+                       "--batch-size", s.batch_size, "--size", size, "--workers", 0, "--device", self.device,
+                       "--crop-zoom", s.crop_zoom)  # fmt: skip
         line += "" if seg else " --no-seg"
         self.checkpoint = run / "best.pt"
         settings = {"config": config, "model": model, "size": s.train_size}
@@ -295,7 +296,9 @@ class _Steps(ScoringSteps):
             step.text = (
                 f"{done.epochs} epochs x {s.iters_per_epoch} steps = {done.steps} steps at {size}, batch "
                 f"{s.batch_size} (the paper trains 20 epochs x 1000 steps at 1056x320; this is a minutes-long "
-                f"run to show the pipeline, not a trained model); labels and log-depth range: "
+                f"run to show the pipeline, not a trained model); random crops of up to 1/{s.crop_zoom:g} of each "
+                f"side, so that one frame does not teach the network where things are (without them it draws "
+                f"far stripes at the borders of other images); labels and log-depth range: "
                 f"{s.min_depth:g}-{s.max_depth:g} m ({s.depth_source}); best.pt by {done.best_metric} = "
                 f"{done.best_value:.4f}"
             )

@@ -37,6 +37,9 @@ class DemoSettings:
     variants: tuple[str, ...] = ("L", "XS")  # exported and timed
     precisions: tuple[str, ...] = ("fp32", "int8")
     quick: bool = False  # ``quick_settings``: the short path of ``edgedepth demo --quick``
+    # One frame teaches the network where its content sits (docs/evaluation.md, "Border stripes"):
+    # random crops of up to 1/crop_zoom of each side move it, every step.
+    crop_zoom: float = 1.5
 
     def resolved(self, data_range: tuple[float, float] | None) -> DemoSettings:
         """The settings with the depth range and bin width filled in from the data's declared range."""

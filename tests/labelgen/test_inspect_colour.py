@@ -56,7 +56,10 @@ def test_figure_paints_no_data_grey_and_labels_the_metre_bar() -> None:
         assert not np.allclose(rgba[0, -1, :3], mcolors.to_rgb(NO_DATA_COLOUR))
         bar = fig.axes[1].get_ylabel()
         assert bar.startswith("depth (m)") and "2-98th percentiles" in bar
-        assert "grey = no data" in fig.axes[0].get_title()
+        title = fig.axes[0].get_title()
+        assert "grey = no data" in title
+        low = depth[depth > 0].min()
+        assert f"{low:.1f}-5.0 m" in title  # the valid depth's own minimum, not 0.0 (no data is not a depth)
         assert shown.norm.vmin == np.percentile(depth[depth > 0], inspect.COLOUR_PERCENTILES[0])
     finally:
         plt.close(fig)
