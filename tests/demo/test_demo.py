@@ -53,7 +53,9 @@ def test_demo_reports_a_working_pipeline(demo_out):
     assert steps["calib"]["figures_measured"]["populated_bins"] >= 8  # 2-5 m in 0.25 m bins
     student = steps["eval"]["figures_measured"]
     assert student["a1"] > 0.8, student  # a short run, but a student that learnt the scene (0.93)
-    assert student["abs_rel_labelled"] < 0.06, student  # 0.027 where SGBM gave labels
+    assert student["abs_rel_labelled"] < 0.12, (
+        student
+    )  # 0.071-0.075 where SGBM gave labels (0.027 without crops)
     manifest = json.loads((out / "export" / "manifest.json").read_text())
     assert {Path(f["path"]).name for f in manifest["files"]} >= {
         "student_L_trt10_fp32.onnx", "student_L_trt10_int8.onnx", "student_XS_trt10_fp32.onnx",
@@ -147,13 +149,16 @@ def _edge_step(depth: np.ndarray) -> tuple[float, float]:
 
 
 @pytest.mark.slow
-def test_the_demo_student_draws_no_border_stripes_on_images_it_never_saw(demo_out, real_data, tmp_path):
-    """Issue 22: trained on the one Motorcycle frame, the demo's student drew far stripes at both
+def test_the_demo_student_stays_in_range_and_draws_weaker_border_stripes_on_unseen_images(
+    demo_out, real_data, tmp_path
+):
+    """Issue 22: trained on the one Motorcycle frame, the demo's student drew far stripes at the
     borders of every other image. On the 21 Middlebury scenes (none seen in training) its raw depth,
-    without the clamp, stays within the trained range, and the outer 1/32 of the columns is on average
-    less than 10 % farther than the next 3/32 on each side (edge step < log 1.10). With the demo's
-    random crops, seeds 0 / 1: +0.04 / +0.06 and +0.00 / +0.09; without them +0.13 / +0.06 and
-    +0.10 / +0.09; the truth +0.009 / +0.005 (docs/evaluation.md, "Border stripes")."""
+    without the clamp, stays within the trained range, and the edge step (the outer 1/32 of the
+    columns against the next 3/32, in log depth), averaged over both sides and the scenes, is under
+    log 1.09. That is a regression bound, not "no stripes": with the demo's random crops seeds 0-2
+    gave 0.053, 0.044 and 0.074 (a CI run 0.077); without them 0.093, 0.097 and 0.096, which fail it;
+    the truth 0.007 (docs/evaluation.md, "Border stripes")."""
     import torch
 
     from edgedepth.student.evaluate.predict import predict_images
@@ -174,7 +179,7 @@ def test_the_demo_student_draws_no_border_stripes_on_images_it_never_saw(demo_ou
         assert lo <= raw.min() and raw.max() <= hi, (scene.name, raw.min(), raw.max())
         steps.append(_edge_step(raw))
     left, right = np.mean(steps, axis=0)
-    assert left < np.log(1.10) and right < np.log(1.10), (left, right)
+    assert (left + right) / 2 < np.log(1.09), (left, right)
     written = predict_images(out / "run" / "best.pt", [scenes[0] / "view1.png"], tmp_path, progress=False)
     assert lo <= written[0].depth_min and written[0].depth_max <= hi
 
