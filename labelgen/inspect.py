@@ -255,8 +255,8 @@ def depth_figure(plt: Any, depth: np.ndarray, title: str) -> Any:
     (under 20% valid) get 3x3 dots (nearest wins) to be visible. The caller saves and closes it.
     """
     valid, lo, hi, extend = _colour_range(depth)
-    top = float(depth[valid].max()) if valid.any() else 0.0
-    bottom = float(depth[valid].min()) if valid.any() else 0.0  # min(..., initial=0) said 0.0 always
+    values = depth[valid]
+    bottom, top = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
     note = f"{valid.mean():.1%} valid, {bottom:.1f}-{top:.1f} m"
     if not valid.all():
         note += ", grey = no data"
