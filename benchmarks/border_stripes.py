@@ -8,6 +8,8 @@ network output (no clamp):
 - **edge step**: per image, the median log depth of the outer 1/32 of the columns minus that of
   the next 3/32, averaged over the images (left, right). A stripe is a step at the border;
   the Middlebury ground truth has +0.009 / +0.005 by the same measure;
+- **stripe**: the size of both steps, near or far, |left| and |right| averaged over the seeds
+  (a near band is a stripe too);
 - **raw max**: the largest predicted depth (m), against the trained range of 1-8 m;
 - **in-sample Abs Rel**: `student eval` on the training frame itself (what the demo reports).
 
@@ -16,7 +18,9 @@ padding by replication, which hides where the image border is.
 
 Run `edgedepth demo --out DEMO` first (its labels and bias table are reused), then
 `python benchmarks/border_stripes.py DEMO --middlebury /data/middlebury2006 --seeds 3`.
-Each run takes about 3 minutes on 2 CPU cores. Results: docs/evaluation.md, "Border stripes".
+Each run takes about 3 minutes on 2 CPU cores (a finished run in ``--out`` is reused). Writes
+``OUT/border_stripes.png``: seed 0 of each setting on four of the images. Results:
+docs/evaluation.md, "Border stripes".
 """
 
 from __future__ import annotations
@@ -35,12 +39,16 @@ from edgedepth.student.evaluate.evaluation import evaluate_checkpoint
 from edgedepth.student.model import ModelConfig, TrainConfig, load_student, preprocess_image
 from edgedepth.student.train import train
 
-SETTINGS = {  # name -> (crop zoom, padding of every padded convolution)
-    "plain": (1.0, "zeros"),
-    "replicate padding": (1.0, "replicate"),  # a diagnostic: the paper's network pads with zeros
-    "crops 1.25": (1.25, "zeros"),
-    "crops 1.5": (1.5, "zeros"),
-    "crops 2": (2.0, "zeros"),
+SETTINGS = {  # name -> (crop zoom, window, padding of every padded convolution)
+    "plain": (1.0, 1.0, "zeros"),
+    "replicate padding": (1.0, 1.0, "replicate"),  # a diagnostic: the paper's network pads with zeros
+    "crops 1.25": (1.25, 1.0, "zeros"),
+    "crops 1.5": (1.5, 1.0, "zeros"),
+    "crops 2": (2.0, 1.0, "zeros"),
+    "windows 0.5": (1.0, 0.5, "zeros"),
+    "windows 0.625": (1.0, 0.625, "zeros"),
+    "windows 0.75": (1.0, 0.75, "zeros"),
+    "windows 0.75 + crops 1.5": (1.5, 0.75, "zeros"),
 }
 
 
@@ -81,14 +89,19 @@ def edge_step(depth: np.ndarray) -> tuple[float, float]:
     )
 
 
-def measure(checkpoint: Path, images: list[np.ndarray]) -> tuple[float, float, float]:
+def raw_depths(checkpoint: Path, images: list[np.ndarray]) -> Iterator[np.ndarray]:
+    """The network's own depth (m, no clamp) for each image, at the checkpoint's input size."""
     model, config = load_student(checkpoint)
     model.output_range = None  # the network itself, not the clamp
-    steps, top = [], 0.0
     for image in images:
         with torch.inference_mode():
             x = preprocess_image(image, config.input_size, config.mean, config.std)[None]
-            depth = model(x)[0, 0].numpy()
+            yield model(x)[0, 0].numpy()
+
+
+def measure(checkpoint: Path, images: list[np.ndarray]) -> tuple[float, float, float]:
+    steps, top = [], 0.0
+    for depth in raw_depths(checkpoint, images):
         steps.append(edge_step(depth))
         top = max(top, float(depth.max()))
     left, right = np.mean(steps, axis=0)
@@ -105,7 +118,7 @@ def main(demo_out: Path, middlebury: Path, settings: str, seeds: int, out: Path)
     images = unseen_images(middlebury)
     rows = []
     for name in [s.strip() for s in settings.split(",")]:
-        zoom, padding = SETTINGS[name]
+        zoom, window, padding = SETTINGS[name]
         for seed in range(seeds):
             run = out / f"{name.replace(' ', '_').replace('+', 'and')}_s{seed}"
             with padding_mode(padding):
@@ -113,7 +126,7 @@ def main(demo_out: Path, middlebury: Path, settings: str, seeds: int, out: Path)
                     config = TrainConfig(
                         labels_dir=str(demo_out / "labels"), out_dir=str(run), teacher="sgbm",
                         lut=str(demo_out / "lut_sgbm.json"), epochs=4, iters_per_epoch=40, batch_size=4,
-                        workers=0, seg_stage=None, seed=seed, crop_zoom=zoom,
+                        workers=0, seg_stage=None, seed=seed, crop_zoom=zoom, window=window,
                     )  # fmt: skip
                     train(
                         config,
@@ -128,12 +141,49 @@ def main(demo_out: Path, middlebury: Path, settings: str, seeds: int, out: Path)
             click.echo(f"{name} seed {seed}: in-sample Abs Rel {abs_rel:.3f}, "
                        f"edge step {left:+.3f} / {right:+.3f}, raw max {top:.2f} m")  # fmt: skip
     click.echo(f"\n{len(images)} unseen images; mean over {seeds} seed(s)\n")
-    click.echo("| setting | in-sample Abs Rel | edge step left | edge step right | raw max (m) |")
-    click.echo("|---|---|---|---|---|")
+    click.echo("| setting | in-sample Abs Rel | edge step left | edge step right | stripe | raw max (m) |")
+    click.echo("|---|---|---|---|---|---|")
     for name in dict.fromkeys(r[0] for r in rows):
         mine = np.array([r[2:] for r in rows if r[0] == name])
-        mean = mine.mean(axis=0)
-        click.echo(f"| {name} | {mean[0]:.3f} | {mean[1]:+.3f} | {mean[2]:+.3f} | {mine[:, 3].max():.2f} |")
+        mean, stripe = mine.mean(axis=0), np.abs(mine[:, 1:3]).mean()
+        click.echo(
+            f"| {name} | {mean[0]:.3f} | {mean[1]:+.3f} | {mean[2]:+.3f} | {stripe:.3f} | {mine[:, 3].max():.2f} |"
+        )
+    figure = draw(out, list(dict.fromkeys(r[0] for r in rows)), images)
+    click.echo(f"\n{figure}: seed 0 of each setting on four of the images")
+
+
+SHOWN = (0, 3, 12, 22)  # Aloe, Bowling1, Lampshade2 and the coffee cup
+
+
+def draw(out: Path, names: list[str], images: list[np.ndarray]) -> Path:
+    """One row per image (the image, then seed 0 of each setting), each depth map coloured by its own
+    2nd-98th percentiles (turbo_r, near = red), so that a far band at the border stands out."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    shown = [images[i] for i in SHOWN if i < len(images)]
+    fig, axes = plt.subplots(len(shown), len(names) + 1, figsize=(2.6 * (len(names) + 1), 1.9 * len(shown)),
+                             squeeze=False)  # fmt: skip
+    for row, image in zip(axes, shown, strict=True):
+        row[0].imshow(image)
+    axes[0, 0].set_title("image (never seen)", fontsize=8)
+    for column, name in enumerate(names, start=1):
+        checkpoint = out / f"{name.replace(' ', '_').replace('+', 'and')}_s0" / "best.pt"
+        for row, depth in enumerate(raw_depths(checkpoint, shown)):
+            lo, hi = np.percentile(depth, (2, 98))
+            axes[row, column].imshow(depth, cmap="turbo_r", vmin=lo, vmax=hi)
+            axes[row, column].set_title(f"{name}: {lo:.1f}-{hi:.1f} m" if row == 0 else f"{lo:.1f}-{hi:.1f} m",
+                                        fontsize=8)  # fmt: skip
+    for ax in axes.ravel():
+        ax.axis("off")
+    fig.tight_layout()
+    path = out / "border_stripes.png"
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path
 
 
 if __name__ == "__main__":

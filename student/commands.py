@@ -121,6 +121,14 @@ def student_group() -> None:
     help="Augmentation: random crops of 1/z of each side (depth labels / z), z up to this (1 = none).",
 )
 @click.option(
+    "--window",
+    default=1.0,
+    show_default=True,
+    type=FiniteFloatRange(min=0, max=1, min_open=True),
+    help="Augmentation: train on random windows of this share of each side, at the input's scale "
+    "(1 = the whole input; for few frames, docs/evaluation.md 'Border stripes').",
+)
+@click.option(
     "--min-depth", type=METRES, help="Labels below are ignored (m; default: the data's range, or 1)."
 )
 @click.option(

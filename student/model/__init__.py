@@ -16,6 +16,7 @@ _HOMES = {
     "MAX_NUM_CLASSES": "edgedepth.student.model.network",
     "MIN_LOG_DEPTH": "edgedepth.student.model.depth_code",
     "ModelConfig": "edgedepth.student.model.config",
+    "STRIDE": "edgedepth.student.model.network",
     "TrainConfig": "edgedepth.student.model.config",
     "VARIANTS": "edgedepth.student.model.network",
     "build_student": "edgedepth.student.model.build",

@@ -210,6 +210,8 @@ class TrainConfig:
     encoder_weights: str | None = None
     augment: bool = True
     crop_zoom: float = 1.0  # augmentation: random crops of 1/z of each side, z in [1, crop_zoom]
+    # augmentation: train on random windows of this share of each side of the input, at its scale
+    window: float = 1.0
     val_drives: tuple[str, ...] | None = None
     val_fraction: float = 0.1
     train_frames: str | None = None  # frame-list files: train / validate on these frames only
@@ -237,6 +239,7 @@ class TrainConfig:
             (self.workers >= 0, f"workers must be 0 or more, got {self.workers}"),
             (0 <= self.val_fraction < 1, f"val fraction must be in [0, 1), got {self.val_fraction}"),
             (self.crop_zoom >= 1, f"crop zoom must be at least 1 (1 = no crops), got {self.crop_zoom}"),
+            (0 < self.window <= 1, f"window must be in (0, 1] (1 = the whole input), got {self.window}"),
             (
                 (self.min_depth is None) == (self.max_depth is None)
                 and (self.min_depth is None or 0 <= self.min_depth < self.max_depth),

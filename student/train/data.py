@@ -13,7 +13,11 @@ contrast and saturation factors in [0.8, 1.2], hue shift in [-0.1, 0.1] of a tur
 order) and, with ``crop_zoom`` s > 1, a random crop of 1/z of each side (z uniform in [1, s], at a
 uniformly drawn position) resized to the input size, the same window for image and labels, with the
 depth labels divided by z: a z-times zoom looks like a z-times closer scene (the scale augmentation
-of Eigen et al., NIPS 2014). Its random draws come from the sample's own seed, given by ``edgedepth.student.train.sampler``, so a run's
+of Eigen et al., NIPS 2014). With ``window`` w < 1 the network is then shown a random part of the
+sample, w of each side rounded down to the encoder stride (32 px), at a uniformly drawn position and
+at the input's own scale (no zoom, depth unchanged): the same content reaches the network's border
+from every side, so a network trained on few frames cannot learn the scene by position (the border
+stripes of docs/evaluation.md). Its random draws come from the sample's own seed, given by ``edgedepth.student.train.sampler``, so a run's
 augmentations depend on neither the number of loader workers nor a resume.
 """
 
@@ -33,7 +37,7 @@ from torch.utils.data import Dataset
 from edgedepth.calib import Lut, apply_lut, load_lut, split_drives
 from edgedepth.common import IMAGENET_MEAN, IMAGENET_STD
 from edgedepth.labelgen import LabelFolder, LabelReader, Plan, open_shard, shard_path
-from edgedepth.student.model import check_input_size, normalise
+from edgedepth.student.model import STRIDE, check_input_size, normalise
 
 TRAIN_SIZE = (320, 1056)  # (height, width): the paper's training input
 CORRECTED_SUFFIX = "_corrected"
@@ -238,10 +242,12 @@ class LabelDataset(Dataset):
         mean: Sequence[float] = IMAGENET_MEAN,
         std: Sequence[float] = IMAGENET_STD,
         crop_zoom: float = 1.0,
+        window: float = 1.0,
     ) -> None:
         check_input_size(*size)
         if not crop_zoom >= 1.0:
             raise ValueError(f"crop zoom must be at least 1 (1 = no crop), got {crop_zoom}")
+        self.window_size = window_size(size, window)
         self.mean, self.std = np.float32(mean), np.float32(std)
         self.crop_zoom = float(crop_zoom)
         self.size = (int(size[0]), int(size[1]))
@@ -312,6 +318,8 @@ class LabelDataset(Dataset):
             labels = _flip(_nearest(_cut(item[f"{self.seg}/seg"], window), self.size), flip)
             sample["labels"] = torch.from_numpy(labels.astype(np.int64))
         sample["image"] = normalise(image[:, ::-1] if flip else image, self.mean, self.std)
+        if rng is not None and self.window_size != self.size and not self.full_res:
+            sample = _window(sample, self.window_size, rng)
         return sample
 
     def _depth(self, depth: np.ndarray) -> np.ndarray:
@@ -330,6 +338,26 @@ def collate_full_res(samples: Sequence[dict[str, object]]) -> dict[str, object]:
         if key != "image":
             out[key] = [s[key] for s in samples]
     return out
+
+
+def window_size(size: tuple[int, int], share: float) -> tuple[int, int]:
+    """(height, width) of the training window covering ``share`` of each side of the input ``size``,
+    rounded down to the encoder stride (at least one stride)."""
+    if not 0 < share <= 1:
+        raise ValueError(f"window must be a share of each side in (0, 1] (1 = the whole input), got {share}")
+    return tuple(max(STRIDE, int(side * share) // STRIDE * STRIDE) for side in size)  # type: ignore[return-value]
+
+
+def _window(sample: dict[str, object], size: tuple[int, int], rng: np.random.Generator) -> dict[str, object]:
+    """The same random ``size`` window of the image (last two axes) and of every per-pixel target."""
+    height, width = sample["image"].shape[-2:]  # type: ignore[union-attr]
+    top = int(rng.integers(0, height - size[0] + 1))
+    left = int(rng.integers(0, width - size[1] + 1))
+    rows, cols = slice(top, top + size[0]), slice(left, left + size[1])
+    for key in ("image", "depth", "lidar", "labels"):
+        if key in sample:
+            sample[key] = sample[key][..., rows, cols].contiguous()  # type: ignore[index]
+    return sample
 
 
 def crop_window(shape: tuple[int, int], zoom: float, rng: np.random.Generator) -> tuple[int, int, int, int]:
@@ -367,4 +395,5 @@ __all__ = [
     "find_sources",
     "split_by_drive",
     "split_by_frames",
+    "window_size",
 ]

@@ -46,6 +46,7 @@ from edgedepth.student.train.data import (
     find_sources,
     split_by_drive,
     split_by_frames,
+    window_size,
 )
 from edgedepth.student.train.distributed import (
     DistInfo,
@@ -185,7 +186,11 @@ def train(
                 std=model_config.std,
             )
             train_set = LabelDataset(
-                **common, frame_ids=train_ids, augment=config.augment, crop_zoom=config.crop_zoom
+                **common,
+                frame_ids=train_ids,
+                augment=config.augment,
+                crop_zoom=config.crop_zoom,
+                window=config.window,
             )
             val_set, held_out = _validation_set(common, val_ids, sources.lidar, config)
             ready = None  # rank 0 writes split.json and config.json once the start has succeeded
@@ -247,6 +252,10 @@ def _describe(config, info, n_train, val_set, held_out, val_drives, model_config
         if held_out > len(val_set):
             val = f"{len(val_set)} of {held_out} held-out frames validated ({', '.join(map(str, val_drives))}; --val-max-frames)"
     crops = f"; random crops of up to 1/{config.crop_zoom:g} (depth / zoom)" if config.crop_zoom > 1 else ""
+    if config.window < 1:
+        height, width = window_size(model_config.input_size, config.window)
+        crops += f"; trained on random {width}x{height} windows"
+    crops = crops if config.augment else ""
     return (
         f"training {model_config.variant} at {model_config.input_size[1]}x{model_config.input_size[0]} "
         f"({'depth + seg' if model_config.seg else 'depth only'}, {model_config.depth_space} depth) on "

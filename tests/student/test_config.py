@@ -108,6 +108,9 @@ def test_training_sizes_are_bounded_at_the_door(tmp_path):
         TrainConfig(**base, epochs=1000, iters_per_epoch=10**6)
     with pytest.raises(ValueError, match="val max frames must be 0"):
         TrainConfig(**base, val_max_frames=-1)
+    for window in (0.0, 1.01):
+        with pytest.raises(ValueError, match=r"window must be in \(0, 1\] \(1 = the whole input\)"):
+            TrainConfig(**base, window=window)
     assert TrainConfig(**base, epochs=10, iters_per_epoch=MAX_TOTAL_STEPS // 10).val_max_frames == 200
 
 

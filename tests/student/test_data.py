@@ -235,3 +235,40 @@ def test_crop_zoom_cuts_the_same_window_from_image_and_labels(tmp_path):
         assert sample["labels"].shape == (64, 128) and full["depth"].shape == (64, 128)
     with pytest.raises(ValueError, match="crop zoom must be at least 1"):
         LabelDataset(labels, "synth", crop_zoom=0.5)
+
+
+def test_window_shows_the_network_an_aligned_random_part_of_the_sample_at_its_own_scale(tmp_path):
+    """With window w the sample is a window of w of each side (rounded down to the stride) of the
+    sample it would otherwise be, the same one for image, depth and classes, at the same scale (the
+    depth unchanged), at a position that varies with the seed; evaluation samples stay whole."""
+    from edgedepth.student.train.data import window_size
+    from tests.student.labelfolder import make_label_folder
+
+    labels = make_label_folder(tmp_path, {"2011_09_26_drive_0001_sync": 1}, lidar=False)
+    common = {"seg": "seg", "size": (64, 128), "augment": True, "mean": (0, 0, 0), "std": (1, 1, 1)}
+    whole = LabelDataset(labels, "synth", **common)
+    windowed = LabelDataset(labels, "synth", window=0.6, **common)
+    assert window_size((64, 128), 0.6) == (32, 64) and window_size((64, 128), 0.1) == (32, 32)
+    offsets = set()
+    for seed in range(8):
+        part, full = windowed[(0, seed)], whole[(0, seed)]
+        assert part["image"].shape == (3, 32, 64) and part["depth"].shape == part["labels"].shape == (32, 64)
+        depth, image = full["depth"].numpy(), full["image"].numpy()
+        found = [
+            (top, left)
+            for top in range(64 - 32 + 1)
+            for left in range(128 - 64 + 1)
+            if np.array_equal(depth[top : top + 32, left : left + 64], part["depth"].numpy())
+            and np.array_equal(image[:, top : top + 32, left : left + 64], part["image"].numpy())
+        ]
+        assert len(found) == 1, (seed, found)
+        top, left = found[0]
+        np.testing.assert_array_equal(
+            full["labels"].numpy()[top : top + 32, left : left + 64], part["labels"]
+        )
+        offsets.add(found[0])
+    assert len(offsets) >= 6  # the position is drawn, not fixed
+    assert windowed[0]["depth"].shape == (64, 128)  # no seed (validation): the whole sample
+    for share in (0.0, 1.5):
+        with pytest.raises(ValueError, match=r"window must be a share of each side in \(0, 1\]"):
+            LabelDataset(labels, "synth", window=share)

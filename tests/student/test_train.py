@@ -362,6 +362,38 @@ def test_rig_data_sets_the_label_and_log_depth_ranges(tmp_path):
     assert model_config.depth_range == tuple(DEPTH_RANGE)
 
 
+def test_training_on_windows_feeds_the_network_windows_and_validates_on_the_whole_input(
+    tmp_path, monkeypatch
+):
+    """--window 0.5 at 160x64: every training batch is 64x32 (half of each side, down to the stride),
+    validation sees the whole 160x64 input, and the start line and config.json say so."""
+    from edgedepth.labelgen.plan import plan_shards, write_plan
+    from edgedepth.labelgen.run import run_stages
+    from edgedepth.student.model.network import DepthSegStudent
+    from tests.rig_tree import make_rig_tree
+
+    root = make_rig_tree(tmp_path / "rig", {"seq_a": 2, "seq_b": 1})
+    labels = tmp_path / "labels"
+    write_plan(plan_shards(root), labels)
+    run_stages(labels, ["images", "sgbm"], workers=1, progress=False)
+    shapes: list[tuple[bool, tuple[int, ...]]] = []
+    forward = DepthSegStudent.forward
+
+    def spy(self, x, *args, **kwargs):
+        shapes.append((self.training, tuple(x.shape[-2:])))
+        return forward(self, x, *args, **kwargs)
+
+    monkeypatch.setattr(DepthSegStudent, "forward", spy)
+    lines: list[str] = []
+    cfg = TrainConfig(labels_dir=str(labels), out_dir=str(tmp_path / "run"), teacher="sgbm", epochs=1,
+                      iters_per_epoch=2, batch_size=2, workers=0, val_drives=("seq_b",), window=0.5)  # fmt: skip
+    train(cfg, ModelConfig(input_size=(64, 160)), progress=False, log=lines.append)
+    assert {shape for training, shape in shapes if training} == {(32, 64)}
+    assert {shape for training, shape in shapes if not training} == {(64, 160)}
+    assert any("trained on random 64x32 windows" in line for line in lines), lines
+    assert json.loads((tmp_path / "run" / rf.CONFIG_FILE).read_text())["train"]["window"] == 0.5
+
+
 # --- validation at scale: a capped, fixed subset at the training size --------------------------------
 
 
