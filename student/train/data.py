@@ -350,9 +350,7 @@ def window_size(size: tuple[int, int], share: float) -> tuple[int, int]:
 
 def _window(sample: dict[str, object], size: tuple[int, int], rng: np.random.Generator) -> dict[str, object]:
     """The same random ``size`` window of the image (last two axes) and of every per-pixel target."""
-    height, width = sample["image"].shape[-2:]  # type: ignore[union-attr]
-    top = int(rng.integers(0, height - size[0] + 1))
-    left = int(rng.integers(0, width - size[1] + 1))
+    top, left = _place(sample["image"].shape[-2:], size, rng)  # type: ignore[union-attr]
     rows, cols = slice(top, top + size[0]), slice(left, left + size[1])
     for key in ("image", "depth", "lidar", "labels"):
         if key in sample:
@@ -364,9 +362,13 @@ def crop_window(shape: tuple[int, int], zoom: float, rng: np.random.Generator) -
     """(top, left, height, width) of a random window covering 1/``zoom`` of each side of ``shape``."""
     height, width = shape
     h, w = max(1, round(height / zoom)), max(1, round(width / zoom))
-    top = int(rng.integers(0, height - h + 1))
-    left = int(rng.integers(0, width - w + 1))
-    return top, left, h, w
+    return (*_place(shape, (h, w), rng), h, w)
+
+
+def _place(shape: tuple[int, int], size: tuple[int, int], rng: np.random.Generator) -> tuple[int, int]:
+    """(top, left) of a ``size`` window inside ``shape``, each drawn uniformly (top first)."""
+    top = int(rng.integers(0, shape[0] - size[0] + 1))
+    return top, int(rng.integers(0, shape[1] - size[1] + 1))
 
 
 def _cut(array: np.ndarray, window: tuple[int, int, int, int] | None) -> np.ndarray:

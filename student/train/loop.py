@@ -251,17 +251,18 @@ def _describe(config, info, n_train, val_set, held_out, val_drives, model_config
         val = f"{len(val_set)} validation frames ({', '.join(map(str, val_drives))})"
         if held_out > len(val_set):
             val = f"{len(val_set)} of {held_out} held-out frames validated ({', '.join(map(str, val_drives))}; --val-max-frames)"
-    crops = f"; random crops of up to 1/{config.crop_zoom:g} (depth / zoom)" if config.crop_zoom > 1 else ""
-    if config.window < 1:
+    augmentation = ""
+    if config.augment and config.crop_zoom > 1:
+        augmentation += f"; random crops of up to 1/{config.crop_zoom:g} (depth / zoom)"
+    if config.augment and config.window < 1:
         height, width = window_size(model_config.input_size, config.window)
-        crops += f"; trained on random {width}x{height} windows"
-    crops = crops if config.augment else ""
+        augmentation += f"; trained on random {width}x{height} windows"
     return (
         f"training {model_config.variant} at {model_config.input_size[1]}x{model_config.input_size[0]} "
         f"({'depth + seg' if model_config.seg else 'depth only'}, {model_config.depth_space} depth) on "
         f"{n_train} frames, {val}; {config.epochs} epochs x {config.iters_per_epoch} steps, batch "
         f"{config.batch_size} x {info.world_size} process(es) = effective batch {config.batch_size * info.world_size}"
-        + crops
+        + augmentation
     )
 
 
