@@ -89,6 +89,11 @@ def edge_step(depth: np.ndarray) -> tuple[float, float]:
     )
 
 
+def run_dir(out: Path, name: str, seed: int) -> Path:
+    """The training run of one setting and seed under ``out`` (reused when its best.pt exists)."""
+    return out / f"{name.replace(' ', '_').replace('+', 'and')}_s{seed}"
+
+
 def raw_depths(checkpoint: Path, images: list[np.ndarray]) -> Iterator[np.ndarray]:
     """The network's own depth (m, no clamp) for each image, at the checkpoint's input size."""
     model, config = load_student(checkpoint)
@@ -120,7 +125,7 @@ def main(demo_out: Path, middlebury: Path, settings: str, seeds: int, out: Path)
     for name in [s.strip() for s in settings.split(",")]:
         zoom, window, padding = SETTINGS[name]
         for seed in range(seeds):
-            run = out / f"{name.replace(' ', '_').replace('+', 'and')}_s{seed}"
+            run = run_dir(out, name, seed)
             with padding_mode(padding):
                 if not (run / "best.pt").is_file():
                     config = TrainConfig(
@@ -153,7 +158,7 @@ def main(demo_out: Path, middlebury: Path, settings: str, seeds: int, out: Path)
     click.echo(f"\n{figure}: seed 0 of each setting on four of the images")
 
 
-SHOWN = (0, 3, 12, 22)  # Aloe, Bowling1, Lampshade2 and the coffee cup
+SHOWN = (0, 3, 12, 22)  # Aloe, Baby3, Lampshade2 and the coffee cup
 
 
 def draw(out: Path, names: list[str], images: list[np.ndarray]) -> Path:
@@ -171,7 +176,7 @@ def draw(out: Path, names: list[str], images: list[np.ndarray]) -> Path:
         row[0].imshow(image)
     axes[0, 0].set_title("image (never seen)", fontsize=8)
     for column, name in enumerate(names, start=1):
-        checkpoint = out / f"{name.replace(' ', '_').replace('+', 'and')}_s0" / "best.pt"
+        checkpoint = run_dir(out, name, 0) / "best.pt"
         for row, depth in enumerate(raw_depths(checkpoint, shown)):
             lo, hi = np.percentile(depth, (2, 98))
             axes[row, column].imshow(depth, cmap="turbo_r", vmin=lo, vmax=hi)
