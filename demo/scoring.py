@@ -187,7 +187,7 @@ class ScoringSteps:
             first = done[0]
             step.text = (
                 f"{image.name}: depth {first.depth_min:.2f} / {first.depth_median:.2f} / {first.depth_max:.2f} m "
-                "(min / median / max)"
+                "(min / median / max)" + "".join(f"\nnote: {note}" for note in done.notes)
             )
             step.figures.append(
                 Figure(self.rel(first.depth_png), "student depth (colour, metre scale)", line)

@@ -98,6 +98,8 @@ def student_predict(checkpoint, inputs, out_dir, variant, size, device, batch_si
         )
     for line in done.skipped:
         click.echo(f"skipped: {line}", err=True)
+    for line in done.notes:
+        click.echo(f"note: {line}", err=True)
     click.echo(f"{out_dir}: {len(done)} images predicted, {len(done.skipped)} skipped")
 
 

@@ -49,12 +49,33 @@ class Prediction:
         return tuple(p for p in (self.depth_png, self.depth16_png, self.classes_png) if p is not None)
 
 
-class Predictions(list[Prediction]):
-    """The list of :class:`Prediction` (input order), plus ``skipped``: one line per unreadable image."""
+FEW_TRAINING_FRAMES = 10
+"""A student trained on fewer frames gets a note: one frame teaches the network where things are, and
+on other images it draws stripes at the borders; a student trained on 12 scenes drew none
+(docs/evaluation.md, "Border stripes"; nothing between was measured)."""
 
-    def __init__(self, predictions: Sequence[Prediction] = (), skipped: Sequence[str] = ()) -> None:
+
+class Predictions(list[Prediction]):
+    """The list of :class:`Prediction` (input order), plus ``skipped``: one line per unreadable
+    image, and ``notes``: what the user should know about the checkpoint's depth, one line each."""
+
+    def __init__(
+        self, predictions: Sequence[Prediction] = (), skipped: Sequence[str] = (), notes: Sequence[str] = ()
+    ) -> None:
         super().__init__(predictions)
         self.skipped: list[str] = list(skipped)
+        self.notes: list[str] = list(notes)
+
+
+def few_frames_note(checkpoint: str | Path, trained_frames: int | None) -> str | None:
+    """The note for a student trained on fewer than ``FEW_TRAINING_FRAMES`` frames, else None."""
+    if trained_frames is None or trained_frames >= FEW_TRAINING_FRAMES:
+        return None
+    return (
+        f"{checkpoint} was trained on {trained_frames} frame(s): on images unlike them its depth is a "
+        "guess, often with stripes at the left and right borders (docs/evaluation.md, 'Border stripes'); "
+        "train on many frames for real use"
+    )
 
 
 def find_images(inputs: Sequence[str | Path]) -> list[Path]:
@@ -229,7 +250,8 @@ def predict_images(
                     bar.update(1)
     if not results:
         raise ValueError(f"none of the {len(paths)} images could be read ({skipped[0]})")
-    return Predictions(results, skipped)
+    note = few_frames_note(checkpoint, config.trained_frames)
+    return Predictions(results, skipped, [note] if note else [])
 
 
 def _write_outputs(
@@ -263,4 +285,13 @@ def _write_outputs(
     )
 
 
-__all__ = ["IMAGE_SUFFIXES", "Prediction", "Predictions", "class_palette", "find_images", "predict_images"]
+__all__ = [
+    "FEW_TRAINING_FRAMES",
+    "IMAGE_SUFFIXES",
+    "Prediction",
+    "Predictions",
+    "class_palette",
+    "find_images",
+    "few_frames_note",
+    "predict_images",
+]

@@ -43,6 +43,8 @@ MAX_BATCH_SIZE = 1024
 """Samples per batch and process (train, eval, predict)."""
 MAX_TOTAL_STEPS = 10_000_000
 """epochs x iters-per-epoch: 115 days at 1 step/s (the paper's recipe is 20,000)."""
+MAX_TRAINED_FRAMES = 100_000_000
+"""The most training frames a checkpoint may claim (KITTI's Eigen-Zhou split has 39,810)."""
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,8 @@ class ModelConfig:
     scaling is mean = std = 0.5), ``depth_range`` the (m, M) metres of the log-depth space G,
     normally the training data's depth range. ``trained_range`` the metres of the labels the
     network was trained on (recorded by training); predictions are clamped into ``output_range``.
+    ``trained_frames`` how many frames it was trained on (recorded by training; ``student predict``
+    warns when they are few: docs/evaluation.md, "Border stripes").
     """
 
     variant: str = "L"
@@ -67,6 +71,7 @@ class ModelConfig:
     encoder_style: str = "torchvision"
     depth_range: tuple[float, float] = (MIN_LOG_DEPTH, MAX_LOG_DEPTH)
     trained_range: tuple[float, float] | None = None
+    trained_frames: int | None = None
 
     def __post_init__(self) -> None:
         """Every setting's type and range, before anything is sized by it (a crafted checkpoint
@@ -104,6 +109,9 @@ class ModelConfig:
                     f"model setting trained_range {list(trained)}: must be (min, max) metres with 0 <= min < max"
                 )
             object.__setattr__(self, "trained_range", trained)
+        if self.trained_frames is not None:
+            frames = check_integer(self.trained_frames, 1, MAX_TRAINED_FRAMES, "model setting trained_frames")
+            object.__setattr__(self, "trained_frames", frames)
         check_input_size(*self.input_size)
 
     @property
@@ -276,6 +284,7 @@ __all__ = [
     "MAX_INPUT_SIDE",
     "MAX_NUM_CLASSES",
     "MAX_TOTAL_STEPS",
+    "MAX_TRAINED_FRAMES",
     "STRIDE",
     "ModelConfig",
     "TrainConfig",

@@ -87,7 +87,10 @@ def _device(name: str, info: DistInfo) -> torch.device:
 
 
 def _settings(config: TrainConfig, model_config: ModelConfig) -> dict[str, Any]:
-    return {"train": config.to_dict(), "model": model_config.to_dict()}
+    """config.json's settings; the model's ``trained_frames`` is known only once the training set
+    is read (after the run folder is taken), and the split counts hold it."""
+    model = {k: v for k, v in model_config.to_dict().items() if k != "trained_frames"}
+    return {"train": config.to_dict(), "model": model}
 
 
 def encoder_weights_style(path: str | Path) -> str:
@@ -192,6 +195,8 @@ def train(
                 crop_zoom=config.crop_zoom,
                 window=config.window,
             )
+            # in the checkpoints (student predict warns when few); config.json has it as a split count
+            model_config = replace(model_config, trained_frames=len(train_set))
             val_set, held_out = _validation_set(common, val_ids, sources.lidar, config)
             ready = None  # rank 0 writes split.json and config.json once the start has succeeded
             if info.is_main:

@@ -21,6 +21,7 @@ from playwright.sync_api import Browser
 
 from tests.demo.chromium import opened
 from tests.demo.test_report import scrolled_inside
+from tests.edge_steps import edge_step
 
 EDGEDEPTH = Path(sys.executable).with_name("edgedepth")
 ARTIFACTS = os.environ.get("EDGEDEPTH_TEST_ARTIFACTS")  # where to keep the report's screenshot, if set
@@ -137,17 +138,6 @@ def test_a_broken_report_is_caught_by_the_browser_check(demo_out, browser: Brows
         assert any("ERR_FILE_NOT_FOUND" in e and "teachers.png" in e for e in loaded.errors), loaded.errors
 
 
-def _edge_step(depth: np.ndarray) -> tuple[float, float]:
-    """(left, right): median log depth of the outer 1/32 of the columns minus that of the next 3/32."""
-    width = depth.shape[1]
-    outer, inner = width // 32, width // 8
-    log = np.log(depth)
-    return (
-        float(np.median(log[:, :outer]) - np.median(log[:, outer:inner])),
-        float(np.median(log[:, -outer:]) - np.median(log[:, -inner:-outer])),
-    )
-
-
 @pytest.mark.slow
 def test_the_demo_student_stays_in_range_and_draws_weaker_border_stripes_on_unseen_images(
     demo_out, real_data, tmp_path
@@ -158,7 +148,8 @@ def test_the_demo_student_stays_in_range_and_draws_weaker_border_stripes_on_unse
     columns against the next 3/32, in log depth), averaged over both sides and the scenes, is under
     log 1.09. That is a regression bound, not "no stripes": with the demo's random crops seeds 0-2
     gave 0.053, 0.044 and 0.074 (a CI run 0.077); without them 0.093, 0.097 and 0.096, which fail it;
-    the truth 0.007 (docs/evaluation.md, "Border stripes")."""
+    the truth 0.007 (docs/evaluation.md, "Border stripes"). It says so: predict and the report note
+    the one training frame. Several scenes do remove the stripes: tests/test_cli_unseen_scenes.py."""
     import torch
 
     from edgedepth.student.evaluate.predict import predict_images
@@ -177,11 +168,14 @@ def test_the_demo_student_stays_in_range_and_draws_weaker_border_stripes_on_unse
             x = preprocess_image(image, config.input_size, config.mean, config.std)[None]
             raw = model(x)[0, 0].numpy()
         assert lo <= raw.min() and raw.max() <= hi, (scene.name, raw.min(), raw.max())
-        steps.append(_edge_step(raw))
+        steps.append(edge_step(raw))
     left, right = np.mean(steps, axis=0)
     assert (left + right) / 2 < np.log(1.09), (left, right)
     written = predict_images(out / "run" / "best.pt", [scenes[0] / "view1.png"], tmp_path, progress=False)
     assert lo <= written[0].depth_min and written[0].depth_max <= hi
+    # and it says so: predict and the report's prediction step note the one training frame
+    assert len(written.notes) == 1 and "was trained on 1 frame(s)" in written.notes[0]
+    assert "best.pt was trained on 1 frame(s): on images unlike them" in (out / "report.md").read_text()
 
 
 @pytest.mark.slow

@@ -94,3 +94,40 @@ def test_predict_images_on_an_unseen_image(tmp_path: Path) -> None:
     assert TRAINED[0] <= done.depth_min <= done.depth_max <= TRAINED[1]  # before: 55 m
     depth16 = cv2.imread(str(done.depth16_png), cv2.IMREAD_UNCHANGED)
     assert depth16.shape == _unseen().shape[:2] and depth16.max() <= TRAINED[1] * 256 + 1
+
+
+@pytest.mark.parametrize("frames, noted", [(1, True), (9, True), (10, False), (None, False)])
+def test_predict_says_when_the_student_was_trained_on_few_frames(tmp_path: Path, frames, noted) -> None:
+    """A one-frame student draws stripes at the borders of other images (docs/evaluation.md, "Border
+    stripes"): `student predict` says so in one line on stderr, for a checkpoint that records fewer
+    than 10 training frames; one from before the record (None) gets no note."""
+    from click.testing import CliRunner
+
+    from edgedepth import cli
+
+    checkpoint = _overshooting_checkpoint(tmp_path / "s.pt", trained_range=TRAINED, trained_frames=frames)
+    image = tmp_path / "astronaut.png"
+    cv2.imwrite(str(image), cv2.cvtColor(_unseen(), cv2.COLOR_RGB2BGR))
+    result = CliRunner().invoke(
+        cli.main,
+        ["student", "predict", str(checkpoint), str(image), "--out", str(tmp_path / "o"), "--no-progress"],
+    )
+    assert result.exit_code == 0, result.output
+    note = (
+        f"note: {checkpoint} was trained on {frames} frame(s): on images unlike them its depth is a guess, "
+        "often with stripes at the left and right borders (docs/evaluation.md, 'Border stripes'); train on "
+        "many frames for real use\n"
+    )
+    assert (note in result.stderr) is noted, result.stderr
+    assert ("trained on" in result.stderr) is noted
+    assert result.stdout == f"{tmp_path / 'o'}: 1 images predicted, 0 skipped\n"
+
+
+def test_trained_frames_round_trips_and_is_checked() -> None:
+    cfg = ModelConfig(input_size=SIZE, trained_frames=12)
+    assert ModelConfig.from_dict(cfg.to_dict()) == cfg
+    for bad in (0, -1, 2.5, "12", True):
+        with pytest.raises(
+            ValueError, match="model setting trained_frames must be a whole number in 1..100000000"
+        ):
+            ModelConfig(input_size=SIZE, trained_frames=bad)

@@ -360,6 +360,10 @@ def test_rig_data_sets_the_label_and_log_depth_ranges(tmp_path):
     )
     _, model_config = load_student(tmp_path / "run" / rf.LAST)
     assert model_config.depth_range == tuple(DEPTH_RANGE)
+    # the checkpoint records how many frames trained it (seq_a's 2; student predict warns when few);
+    # config.json has that count in its split, not among the model settings
+    assert model_config.trained_frames == 2 and saved["split"]["train_frames"] == 2
+    assert "trained_frames" not in saved["model"]
 
 
 def test_training_on_windows_feeds_the_network_windows_and_validates_on_the_whole_input(
