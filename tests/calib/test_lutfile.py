@@ -235,7 +235,7 @@ def test_a_file_too_large_for_any_table_is_refused_before_it_is_parsed(tmp_path)
     start = time.perf_counter()
     with pytest.raises(ValueError, match=f"at most {MAX_BINS} bins") as err:
         load_lut(path)
-    assert str(err.value).startswith(str(path)) and time.perf_counter() - start < 1
+    assert str(err.value).startswith(str(path)) and time.perf_counter() - start < 5  # at once; room for load
 
 
 def test_a_2m_bin_table_is_refused_at_load_so_plot_never_starts(fitted, tmp_path):

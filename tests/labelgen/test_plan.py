@@ -240,8 +240,10 @@ def test_a_plan_that_is_no_text_or_too_deep_is_one_line(tmp_path):
         load_plan(tmp_path)
 
 
-def test_a_40000_frame_plan_loads_in_well_under_a_second(kitti_tree, tmp_path):
-    """Checking every frame costs about a microsecond each (measured 0.05 s for 40,000 frames)."""
+def test_a_40000_frame_plan_loads_without_work_that_grows_faster_than_the_frames(kitti_tree, tmp_path):
+    """Checking every frame costs about a microsecond each (0.05-0.2 s for 40,000 frames). The bound
+    is 10 s, not 1: one CI run took 2.1 s on a loaded 2-core machine, and what it guards against,
+    comparing frames pairwise (1.6e9 pairs), would take minutes."""
     import dataclasses
     import time
 
@@ -259,7 +261,7 @@ def test_a_40000_frame_plan_loads_in_well_under_a_second(kitti_tree, tmp_path):
     write_plan(dataclasses.replace(small, shards=tuple(shards)), tmp_path)
     start = time.perf_counter()
     plan = load_plan(tmp_path)
-    assert time.perf_counter() - start < 1.0 and len(plan.frame_ids) == 40_000
+    assert time.perf_counter() - start < 10.0 and len(plan.frame_ids) == 40_000
 
 
 def test_a_plan_with_a_4301_digit_number_names_the_file(tmp_path):

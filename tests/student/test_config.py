@@ -67,14 +67,14 @@ def test_every_model_setting_is_checked_and_named(change, message):
 
 
 def test_a_crafted_class_count_is_refused_before_any_allocation():
-    """1e9 classes would be 96 GB of segmentation-head weights; refused in well under a second,
-    with no growth of the process's peak memory."""
+    """1e9 classes would be 96 GB of segmentation-head weights; refused at once (microseconds; the
+    5 s bound leaves room for a loaded CI machine), with no growth of the process's peak memory."""
     settings = {**ModelConfig().to_dict(), "num_classes": 10**9}
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     started = time.perf_counter()
     with pytest.raises(ValueError, match="num_classes"):
         ModelConfig.from_dict(settings, source="ckpt.pt")
-    assert time.perf_counter() - started < 0.5
+    assert time.perf_counter() - started < 5.0
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak < 50_000  # KiB
 
 
@@ -116,10 +116,11 @@ def test_training_sizes_are_bounded_at_the_door(tmp_path):
 
 def test_the_sample_order_is_lazy_and_unchanged():
     """An epoch of 10^7 steps of 1024 samples starts at once (the old order array was 80 GB), and
-    the lazy order is the order of ``epoch_order``, rank by rank."""
+    the lazy order is the order of ``epoch_order``, rank by rank (the 5 s bound leaves room for a
+    loaded CI machine; building the old array would take minutes or fail)."""
     started = time.perf_counter()
     first = next(iter(EpochSampler(3, 10**7, MAX_BATCH_SIZE, seed=1)))
-    assert time.perf_counter() - started < 1.0 and 0 <= first[0] < 3
+    assert time.perf_counter() - started < 5.0 and 0 <= first[0] < 3
     for world in (1, 2):
         order = epoch_order(5, 4 * 3 * world, seed=7, epoch=2)
         for rank in range(world):
