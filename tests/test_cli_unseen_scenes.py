@@ -13,10 +13,11 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from click.testing import CliRunner
+from click.testing import CliRunner, Result
 from skimage import data as skdata
 
 from edgedepth import cli
+from edgedepth.student.evaluate.predict import output_stems
 from edgedepth.student.model import load_student, preprocess_image
 from tests.edge_steps import edge_step
 
@@ -28,7 +29,7 @@ truth of the 6 held-out scenes, which have real depth edges at their borders (Bo
 Lampshade1's right): 0.025."""
 
 
-def run(*args) -> CliRunner:
+def run(*args) -> Result:
     result = CliRunner().invoke(cli.main, [str(a) for a in args])
     assert result.exit_code == 0, result.output
     return result
@@ -67,8 +68,7 @@ def test_a_student_trained_on_several_scenes_predicts_unseen_ones_without_border
     lo, hi = config.output_range
     model.output_range = None  # the network itself, not the clamp, must stay in range
     steps = []
-    for index, image in enumerate(images):
-        stem = "view1" if index == 0 else f"view1-{index + 1}" if index < len(heldout) else image.stem
+    for image, stem in zip(images, output_stems(images), strict=True):  # view1, view1-2, ...
         written = cv2.imread(str(tmp_path / "pred" / f"{stem}_depth16.png"), cv2.IMREAD_UNCHANGED)
         rgb = cv2.imread(str(image), cv2.IMREAD_COLOR)[:, :, ::-1].copy()
         assert written.shape == rgb.shape[:2]

@@ -293,5 +293,6 @@ __all__ = [
     "class_palette",
     "find_images",
     "few_frames_note",
+    "output_stems",
     "predict_images",
 ]
