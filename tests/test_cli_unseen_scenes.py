@@ -17,6 +17,7 @@ from click.testing import CliRunner, Result
 from skimage import data as skdata
 
 from edgedepth import cli
+from edgedepth.labelgen import read_frame_list
 from edgedepth.student.evaluate.predict import output_stems
 from edgedepth.student.model import load_student, preprocess_image
 from tests.edge_steps import edge_step
@@ -53,10 +54,16 @@ def trained(real_data, tmp_path_factory) -> tuple[Path, Path]:
 @pytest.mark.slow
 def test_a_student_trained_on_several_scenes_predicts_unseen_ones_without_border_stripes(trained, tmp_path):
     root, out = trained
-    heldout = [line.split("/")[0] for line in (root / "splits" / "heldout.txt").read_text().splitlines()]
-    heldout = [name for name in heldout if name and not name.startswith("#")]
-    assert heldout == ["Aloe", "Baby2", "Bowling1", "Cloth3", "Lampshade1", "Rocks2"]
-    images = [root / name / "left" / "view1.png" for name in heldout]
+    heldout = read_frame_list(root / "splits" / "heldout.txt", "rig")
+    assert [frame.sequence for frame in heldout] == [
+        "Aloe",
+        "Baby2",
+        "Bowling1",
+        "Cloth3",
+        "Lampshade1",
+        "Rocks2",
+    ]
+    images = [frame.image_path(root) for frame in heldout]
     for name in ("astronaut", "coffee", "chelsea"):  # not indoor close-ups at all
         images.append(tmp_path / f"{name}.png")
         cv2.imwrite(str(images[-1]), getattr(skdata, name)()[:, :, ::-1])
